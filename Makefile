@@ -1,0 +1,19 @@
+.PHONY: demo test setup lint bench broker-stop
+
+demo: setup            ## run the main job on the local broker
+	.venv/bin/streamml demo
+
+test:                  ## install what is needed, lint, type-check and run every test
+	bash scripts/test.sh
+
+setup:
+	bash scripts/setup.sh
+
+lint:
+	bash scripts/lint.sh
+
+bench: setup
+	.venv/bin/streamml bench --quick
+
+broker-stop:
+	.venv/bin/streamml kafka stop

@@ -1,0 +1,57 @@
+"""The ``streamml`` command line: Typer commands that translate arguments, print with Rich, map errors."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import typer
+
+from streamml.cli import consume_cmd, kafka_cmd, produce_cmd, topic_cmd
+from streamml.cli.errors import fail
+from streamml.cli.state import AppState
+
+app = typer.Typer(
+    name="streamml",
+    help="Real-time machine learning on Apache Kafka.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(kafka_cmd.app, name="kafka")
+app.add_typer(topic_cmd.app, name="topic")
+app.command("produce")(produce_cmd.produce)
+app.command("consume")(consume_cmd.consume)
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    config: Path | None = typer.Option(None, "--config", envvar="STREAMML_CONFIG", help="TOML config file."),
+    bootstrap: str | None = typer.Option(
+        None, "--bootstrap", "-b", envvar="STREAMML_BOOTSTRAP", help="Use this Kafka cluster; start nothing."
+    ),
+    home: Path | None = typer.Option(None, "--home", envvar="STREAMML_HOME", help="Folder for local state."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks and debug logs."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show info logs."),
+) -> None:
+    """Real-time machine learning on Apache Kafka."""
+    level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    ctx.obj = AppState(config_file=config, bootstrap=bootstrap, home=home, debug=debug)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: runs the app and turns every error into one line and an exit code."""
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        app(args=args, prog_name="streamml", standalone_mode=False)
+    except BaseException as exc:  # the one place where errors meet the user
+        if isinstance(exc, SystemExit):
+            raise
+        fail(exc, debug="--debug" in args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,261 @@
+"""Producers: batched sends with delivery tracking, and a transactional producer for exactly-once.
+
+Delivery reports are requested for failures only (``delivery.report.only.error``), so a healthy batch costs
+one ``produce`` call per record and no Python callback at all; ``flush`` raises if anything failed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from confluent_kafka import KafkaError as CKafkaError
+from confluent_kafka import KafkaException, Message, TopicPartition
+from confluent_kafka import Producer as CProducer
+
+from streamml.errors import KafkaError, TopicNotFoundError
+from streamml.kafka.cluster import translate
+from streamml.kafka.consumer import BatchConsumer
+
+log = logging.getLogger(__name__)
+
+Headers = list[tuple[str, bytes | str]] | None
+_CHUNK = 10_000
+
+
+class Producer:
+    """An idempotent producer with batch sends and delivery tracking."""
+
+    def __init__(self, config: Mapping[str, Any], properties: Mapping[str, Any] | None = None) -> None:
+        self._bootstrap = str(config.get("bootstrap.servers"))
+        conf: dict[str, Any] = {
+            **config,
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 5,
+            "batch.size": 1024 * 1024,
+            "queue.buffering.max.messages": 1_000_000,
+            "queue.buffering.max.kbytes": 1024 * 1024,
+            "delivery.report.only.error": True,
+        }
+        conf.update(properties or {})
+        try:
+            self._producer = CProducer(conf)
+        except KafkaException as exc:
+            raise translate(exc, "creating producer", self._bootstrap) from None
+        self.sent = 0
+        self.failed = 0
+        self._first_error: str | None = None
+
+    def _on_delivery(self, err: Any, msg: Message) -> None:
+        if err is not None:
+            self.failed += 1
+            if self._first_error is None:
+                self._first_error = f"{msg.topic()}[{msg.partition()}]: {err.str()}"
+                if err.code() in (-188, 3):  # _UNKNOWN_TOPIC, UNKNOWN_TOPIC_OR_PART
+                    self._first_error = f"unknown topic '{msg.topic()}'"
+
+    def produce_batch(
+        self,
+        topic: str,
+        values: Sequence[bytes | None],
+        keys: Sequence[bytes | None] | None = None,
+        *,
+        headers: Sequence[Headers] | Headers = None,
+        partitions: Sequence[int] | None = None,
+        timestamps: Sequence[int] | None = None,
+    ) -> int:
+        """Queue every record for ``topic``; ``headers`` is one list for all records or one per record."""
+        n = len(values)
+        if headers or timestamps is not None:  # the batch API carries neither
+            self._produce_each(topic, values, keys, headers, partitions, timestamps)
+        else:
+            if keys is None:
+                messages: list[dict[str, Any]] = [{"value": v} for v in values]
+            else:
+                messages = [{"value": v, "key": k} for v, k in zip(values, keys, strict=True)]
+            if partitions is not None:
+                for m, p in zip(messages, partitions, strict=True):
+                    m["partition"] = int(p)
+            for start in range(0, n, _CHUNK):
+                self._queue(topic, messages[start : start + _CHUNK])
+        self.sent += n
+        self._producer.poll(0)
+        return n
+
+    def _queue(self, topic: str, messages: list[dict[str, Any]]) -> None:
+        """Queue a chunk with one call, retrying the records a full local queue turned away."""
+        while messages:
+            try:
+                queued = self._producer.produce_batch(topic, messages, on_delivery=self._on_delivery)
+            except BufferError:
+                queued = 0
+            except KafkaException as exc:
+                raise translate(exc, f"producing to '{topic}'", self._bootstrap) from None
+            if queued == len(messages):
+                return
+            rejected = [m for m in messages if "_error" in m] if queued else messages
+            for m in rejected:
+                err = m.pop("_error", None)
+                if err is not None and getattr(err, "code", lambda: None)() != CKafkaError._QUEUE_FULL:
+                    raise KafkaError(f"producing to '{topic}': {err}")
+            messages = rejected
+            self._producer.poll(0.05)  # local queue full: let deliveries drain
+
+    def _produce_each(
+        self,
+        topic: str,
+        values: Sequence[bytes | None],
+        keys: Sequence[bytes | None] | None,
+        headers: Sequence[Headers] | Headers,
+        partitions: Sequence[int] | None,
+        timestamps: Sequence[int] | None,
+    ) -> None:
+        """Per-record ``produce`` calls: the batch API carries neither headers nor timestamps."""
+        per_record = bool(headers) and not isinstance(headers[0], tuple)  # type: ignore[index]
+        produce, callback = self._producer.produce, self._on_delivery
+        for i in range(len(values)):
+            kwargs: dict[str, Any] = {}
+            if headers:
+                kwargs["headers"] = headers[i] if per_record else headers  # type: ignore[index]
+            if partitions is not None:
+                kwargs["partition"] = int(partitions[i])
+            if timestamps is not None:
+                kwargs["timestamp"] = int(timestamps[i])
+            self._send(produce, topic, values[i], None if keys is None else keys[i], callback, **kwargs)
+
+    def _send(self, produce: Any, topic: str, value: Any, key: Any, callback: Any, **kwargs: Any) -> None:
+        while True:
+            try:
+                produce(topic, value, key, on_delivery=callback, **kwargs)
+                return
+            except BufferError:
+                self._producer.poll(0.05)  # local queue full: let deliveries drain
+            except KafkaException as exc:
+                raise translate(exc, f"producing to '{topic}'", self._bootstrap) from None
+
+    def flush(self, timeout_s: float = 30.0) -> None:
+        """Wait for every queued record; raise :class:`KafkaError` if any was not delivered."""
+        remaining = self._producer.flush(timeout_s)
+        if remaining:
+            raise KafkaError(
+                f"{remaining} records were not delivered within {timeout_s:.0f} s",
+                hint=f"is the cluster at {self._bootstrap} reachable?",
+            )
+        self._raise_failures()
+
+    def _raise_failures(self) -> None:
+        if self.failed:
+            failed, first = self.failed, self._first_error
+            self.failed, self._first_error = 0, None
+            if first and first.startswith("unknown topic"):
+                raise TopicNotFoundError(first.split("'")[1])
+            raise KafkaError(f"{failed} records failed delivery; first: {first}")
+
+    def poll(self, timeout_s: float = 0.0) -> None:
+        self._producer.poll(timeout_s)
+
+    @property
+    def raw(self) -> CProducer:
+        return self._producer
+
+    def close(self, timeout_s: float = 30.0) -> None:
+        self.flush(timeout_s)
+
+    def __enter__(self) -> Producer:
+        return self
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self._producer.flush(5.0)
+
+
+class TransactionalProducer(Producer):
+    """Consume-transform-produce with exactly-once: outputs and consumed offsets commit atomically.
+
+    Commit order: produce outputs (and dead letters), send the consumed offsets, commit the transaction.
+    """
+
+    def __init__(
+        self,
+        config: Mapping[str, Any],
+        transactional_id: str,
+        properties: Mapping[str, Any] | None = None,
+        init_timeout_s: float = 30.0,
+    ) -> None:
+        props = {"transactional.id": transactional_id, "transaction.timeout.ms": 60_000, **(properties or {})}
+        super().__init__(config, props)
+        self.transactional_id = transactional_id
+        self.in_transaction = False
+        try:
+            self._producer.init_transactions(init_timeout_s)
+        except KafkaException as exc:
+            raise translate(exc, f"initialising transactions for '{transactional_id}'", self._bootstrap) from None
+
+    def begin(self) -> None:
+        self._producer.begin_transaction()
+        self.in_transaction = True
+
+    def send_offsets(self, consumer: BatchConsumer, offsets: Mapping[tuple[str, int], int] | None = None) -> None:
+        """Add consumed offsets (default: the consumer's positions) to the open transaction."""
+        tps = (
+            [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+            if offsets is not None
+            else [tp for tp in consumer.positions() if tp.offset >= 0]
+        )
+        if tps:
+            self._producer.send_offsets_to_transaction(tps, consumer.group_metadata(), 30.0)
+
+    def commit(self, timeout_s: float = 60.0) -> None:
+        """Commit the open transaction; aborts it and raises when any record failed."""
+        if self.failed:
+            self.abort()
+            self._raise_failures()
+        try:
+            self._producer.commit_transaction(timeout_s)
+        except KafkaException as exc:
+            self._recover(exc)
+            raise translate(exc, f"committing transaction '{self.transactional_id}'", self._bootstrap) from None
+        finally:
+            self.in_transaction = False
+        self._raise_failures()
+
+    def abort(self, timeout_s: float = 30.0) -> None:
+        if not self.in_transaction:
+            return
+        try:
+            self._producer.abort_transaction(timeout_s)
+        finally:
+            self.in_transaction = False
+
+    def _recover(self, exc: KafkaException) -> None:
+        err = exc.args[0] if exc.args else None
+        if err is not None and err.txn_requires_abort():
+            log.warning("transaction '%s' must be aborted: %s", self.transactional_id, err.str())
+            self._producer.abort_transaction(30.0)
+
+    @contextmanager
+    def transaction(
+        self, consumer: BatchConsumer | None = None, offsets: Mapping[tuple[str, int], int] | None = None
+    ) -> Iterator[TransactionalProducer]:
+        """``with tp.transaction(consumer): tp.produce_batch(...)`` commits with offsets, or aborts on error."""
+        self.begin()
+        try:
+            yield self
+            if consumer is not None:
+                self.send_offsets(consumer, offsets)
+        except BaseException:
+            self.abort()
+            raise
+        self.commit()
+
+    def close(self, timeout_s: float = 30.0) -> None:
+        if self.in_transaction:
+            self.abort()
+        deadline = time.monotonic() + timeout_s
+        self._producer.flush(max(0.0, deadline - time.monotonic()))
