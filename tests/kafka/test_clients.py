@@ -59,7 +59,9 @@ def test_same_key_same_partition_in_order(kafka_config: dict, topic: Callable[..
 def test_start_at_offset_and_timestamp(kafka_config: dict, topic: Callable[..., str]) -> None:
     name = topic()
     with Producer(kafka_config) as producer:
-        producer.produce_batch(name, [str(i).encode() for i in range(10)], timestamps=[T0 + 1000 * i for i in range(10)])
+        producer.produce_batch(
+            name, [str(i).encode() for i in range(10)], timestamps=[T0 + 1000 * i for i in range(10)]
+        )
     with BatchConsumer(kafka_config, [name], start=7) as consumer:
         assert [v for _, v in read_all(consumer, 3)] == [b"7", b"8", b"9"]
     with BatchConsumer(kafka_config, [name], start=StartAt(timestamp_ms=T0 + 4500)) as consumer:
@@ -129,7 +131,9 @@ def test_rebalance_across_two_consumers(
             while not (a.assignment() and b.assignment()) and time.monotonic() < deadline:
                 poll(a, "a")
                 poll(b, "b")
-            producer.produce_batch(name, [str(i).encode() for i in range(1000, 2000)], [str(i).encode() for i in range(1000, 2000)])
+            producer.produce_batch(
+                name, [str(i).encode() for i in range(1000, 2000)], [str(i).encode() for i in range(1000, 2000)]
+            )
             producer.flush()
             while len(set(seen["a"]) | set(seen["b"])) < 2000 and time.monotonic() < deadline:
                 poll(a, "a")
@@ -204,7 +208,9 @@ def test_compacted_topic_keeps_latest_value_per_key(
     name = topic(config=config)
     with Producer(kafka_config) as producer:
         for round_ in range(5):
-            producer.produce_batch(name, [f"{k}:{round_}".encode() for k in range(20)], [str(k).encode() for k in range(20)])
+            producer.produce_batch(
+                name, [f"{k}:{round_}".encode() for k in range(20)], [str(k).encode() for k in range(20)]
+            )
             producer.flush()
             time.sleep(0.3)
     deadline = time.monotonic() + 60

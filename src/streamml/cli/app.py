@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from streamml.cli import consume_cmd, kafka_cmd, produce_cmd, topic_cmd
+from streamml.cli import consume_cmd, demo_cmd, kafka_cmd, produce_cmd, topic_cmd
 from streamml.cli.errors import fail
 from streamml.cli.state import AppState
 
@@ -21,6 +21,7 @@ app = typer.Typer(
 )
 app.add_typer(kafka_cmd.app, name="kafka")
 app.add_typer(topic_cmd.app, name="topic")
+app.add_typer(demo_cmd.app, name="demo")
 app.command("produce")(produce_cmd.produce)
 app.command("consume")(consume_cmd.consume)
 
@@ -46,11 +47,13 @@ def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: runs the app and turns every error into one line and an exit code."""
     args = sys.argv[1:] if argv is None else argv
     try:
-        app(args=args, prog_name="streamml", standalone_mode=False)
+        code = app(args=args, prog_name="streamml", standalone_mode=False)
     except BaseException as exc:  # the one place where errors meet the user
         if isinstance(exc, SystemExit):
             raise
         fail(exc, debug="--debug" in args)
+    if isinstance(code, int) and code:  # typer.Exit(n) inside a command returns n here
+        sys.exit(code)
 
 
 if __name__ == "__main__":

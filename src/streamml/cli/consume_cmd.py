@@ -72,9 +72,7 @@ def consume(
     decoder = _decoder(fmt, schema)
     start = parse_start(offset, from_time, latest)
     settings = state(ctx).settings
-    consumer = BatchConsumer(
-        client_config(settings), [topic], group_id=group, start=start, track_end=not follow
-    )
+    consumer = BatchConsumer(client_config(settings), [topic], group_id=group, start=start, track_end=not follow)
     shown = bad = 0
     table = Table(show_lines=False) if output == "table" else None
     try:
@@ -122,7 +120,7 @@ def _emit(
     rows = np.arange(n)
     bad = 0
     if decoder is None or output == "raw":
-        decoded = pa.table({"value": pa.array(values[:n], pa.binary())})
+        decoded = pa.table({"value": _text_if_utf8(pa.array(values[:n], pa.binary()))})
     else:
         result = decoder.decode(values[:n])
         for failure in result.failures:
@@ -139,10 +137,10 @@ def _emit(
         decoded = decoded.append_column("_offset", pa.array(batch.offsets[rows]))
         decoded = decoded.append_column("_timestamp", pa.array(batch.timestamps[rows]))
     if output == "raw":
-        sys.stdout.buffer.write(b"".join(v + b"\n" for v in decoded.column("value").to_pylist() if v is not None))
+        sys.stdout.buffer.write(b"".join(values[i] + b"\n" for i in rows if values[i] is not None))  # type: ignore[operator]
     elif output == "jsonl":
         if decoder is not None and decoder.name == "JSON" and not meta:
-            lines = [values[i] for i in rows]  # already JSON: print as it came
+            lines = [v for v in (values[i] for i in rows) if v is not None]  # already JSON: as it came
         else:
             lines = get_format("json").encode(decoded)
         sys.stdout.buffer.write(b"\n".join(lines) + b"\n" if lines else b"")
@@ -154,6 +152,14 @@ def _emit(
             table.add_row(*(_cell(v) for v in row.values()))
     sys.stdout.flush()
     return len(rows), bad
+
+
+def _text_if_utf8(values: pa.Array) -> pa.Array:
+    """Raw values as text when they are valid UTF-8 (JSON output shows binary as base64)."""
+    try:
+        return values.cast(pa.string())
+    except pa.ArrowInvalid:
+        return values
 
 
 def _cell(value: object) -> str:

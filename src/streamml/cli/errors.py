@@ -6,7 +6,7 @@ import sys
 import traceback
 from typing import NoReturn
 
-import click
+import typer
 from rich.console import Console
 from rich.markup import escape
 
@@ -25,14 +25,14 @@ def fail(exc: BaseException, debug: bool) -> NoReturn:
     if isinstance(exc, StreamMLError):
         stderr.print(f"[bold red]error:[/] {escape(str(exc))}")
         sys.exit(exc.exit_code)
-    if isinstance(exc, click.exceptions.Exit):
+    if isinstance(exc, typer.Exit):
         sys.exit(exc.exit_code)
-    if isinstance(exc, click.exceptions.Abort | KeyboardInterrupt):
+    if isinstance(exc, typer.Abort | KeyboardInterrupt):
         stderr.print("[yellow]interrupted[/]")
         sys.exit(EXIT_INTERRUPTED)
-    if isinstance(exc, click.ClickException):
+    if isinstance(exc, typer.TyperException) and hasattr(exc, "show"):  # usage errors
         exc.show()
-        sys.exit(exc.exit_code)
+        sys.exit(getattr(exc, "exit_code", 2))
     if isinstance(exc, BrokenPipeError):
         sys.exit(0)
     message = str(exc) or type(exc).__name__

@@ -26,9 +26,7 @@ def _broker(ctx: typer.Context) -> LocalBroker:
 
 
 @app.command()
-def start(
-    ctx: typer.Context, timeout: float = typer.Option(90.0, help="Seconds to wait for readiness.")
-) -> None:
+def start(ctx: typer.Context, timeout: float = typer.Option(90.0, help="Seconds to wait for readiness.")) -> None:
     """Start the broker (resolving its jars with Maven on first use) and print its bootstrap address."""
     broker = _broker(ctx)
     with out.status("starting Apache Kafka ..."):

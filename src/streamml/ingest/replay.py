@@ -83,9 +83,8 @@ def replay_lines(
     stats = ReplayStats()
     start = time.monotonic()
     for first, lines in batches:
-        if limit is not None and stats.records + len(lines) > limit:
-            lines = lines[: limit - stats.records]
-        values, keys = codec.encode(lines, first)
+        room = len(lines) if limit is None else limit - stats.records
+        values, keys = codec.encode(lines[:room], first)
         producer.produce_batch(topic, values, keys)
         stats.records += len(values)
         stats.bytes += sum(map(len, values))

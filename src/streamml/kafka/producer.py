@@ -115,7 +115,7 @@ class Producer:
         timestamps: Sequence[int] | None,
     ) -> None:
         """Per-record ``produce`` calls: the batch API carries neither headers nor timestamps."""
-        per_record = bool(headers) and not isinstance(headers[0], tuple)  # type: ignore[index]
+        per_record = bool(headers) and not isinstance(headers[0], tuple)
         produce, callback = self._producer.produce, self._on_delivery
         for i in range(len(values)):
             kwargs: dict[str, Any] = {}

@@ -1,0 +1,1 @@
+"""End-to-end scenarios built only from streamml's public API."""
