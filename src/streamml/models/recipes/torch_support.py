@@ -1,0 +1,152 @@
+"""Optional PyTorch support for recipes: import check, modules and a seeded training loop.
+
+Nothing here imports torch at module import time; :func:`require_torch` raises a :class:`ModelError` that
+tells the user to install the extra.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from streamml.errors import ModelError
+
+
+def torch_available() -> bool:
+    """Whether PyTorch can be imported."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def require_torch(recipe: str) -> Any:
+    """The ``torch`` module, or :class:`ModelError` naming the extra to install."""
+    try:
+        import torch
+    except ImportError as exc:
+        raise ModelError(
+            f"recipe '{recipe}' needs PyTorch, which is not installed", hint="pip install 'streamml[torch]'"
+        ) from exc
+    return torch
+
+
+def sequence_module(features: int, hidden: int, cell: str, layers: int) -> Any:
+    """``[N, steps, features] -> P(positive) [N, 1]``: an LSTM/GRU whose last state feeds a sigmoid."""
+    torch = require_torch("sequence")
+    nn = torch.nn
+    rnn_type: Any = {"lstm": nn.LSTM, "gru": nn.GRU}.get(cell)
+    if rnn_type is None:
+        raise ModelError(f"unknown recurrent cell '{cell}'", hint="use lstm or gru")
+
+    class SequenceClassifier(nn.Module):  # type: ignore[name-defined]
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn = rnn_type(features, hidden, num_layers=layers, batch_first=True)
+            self.head = nn.Linear(hidden, 1)
+
+        def forward(self, x: Any) -> Any:
+            out, _ = self.rnn(x)
+            return torch.sigmoid(self.head(out[:, -1, :]))
+
+    return SequenceClassifier()
+
+
+def image_module(height: int, width: int, classes: int, scale: float) -> Any:
+    """``[N, 1, H, W]`` raw pixels -> class probabilities ``[N, classes]``; pixel scaling is inside."""
+    torch = require_torch("image")
+    nn = torch.nn
+
+    class SmallCnn(nn.Module):  # type: ignore[name-defined]
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("scale", torch.tensor(1.0 / scale))
+            self.features = nn.Sequential(
+                nn.Conv2d(1, 16, 3, padding=1),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+                nn.Conv2d(16, 32, 3, padding=1),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+            )
+            self.head = nn.Linear(32 * (height // 4) * (width // 4), classes)
+
+        def forward(self, x: Any) -> Any:
+            hidden = self.features(x * self.scale)
+            return torch.softmax(self.head(hidden.flatten(1)), dim=1)
+
+    return SmallCnn()
+
+
+def fit(
+    module: Any,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    *,
+    loss: str,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    seed: int,
+    patience: int = 5,
+) -> tuple[list[float], list[float]]:
+    """Adam with mini-batches and early stopping on validation loss (keeps the best weights).
+
+    ``loss`` is ``"bce"`` (module returns probabilities ``[N, 1]``, targets 0/1) or ``"nll"`` (module returns
+    class probabilities, targets are class indices).
+    """
+    torch = require_torch("training")
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    optimiser = torch.optim.Adam(module.parameters(), lr=learning_rate)
+    xt, xv = torch.from_numpy(np.asarray(x_train, np.float32)), torch.from_numpy(np.asarray(x_val, np.float32))
+    if loss == "bce":
+        yt = torch.from_numpy(np.asarray(y_train, np.float32).reshape(-1, 1))
+        yv = torch.from_numpy(np.asarray(y_val, np.float32).reshape(-1, 1))
+        positives = float(yt.sum())
+        weight = (len(yt) - positives) / max(positives, 1.0)
+
+        def criterion(probs: Any, target: Any) -> Any:
+            probs = probs.clamp(1e-7, 1 - 1e-7)
+            return -(weight * target * probs.log() + (1 - target) * (1 - probs).log()).mean()
+
+    else:
+        yt = torch.from_numpy(np.asarray(y_train, np.int64))
+        yv = torch.from_numpy(np.asarray(y_val, np.int64))
+
+        def criterion(probs: Any, target: Any) -> Any:
+            return torch.nn.functional.nll_loss(probs.clamp_min(1e-7).log(), target)
+
+    train_losses: list[float] = []
+    val_losses: list[float] = []
+    best, best_state, stale = float("inf"), None, 0
+    for _ in range(epochs):
+        module.train()
+        order = torch.randperm(len(xt), generator=generator)
+        total = 0.0
+        for start in range(0, len(xt), batch_size):
+            index = order[start : start + batch_size]
+            optimiser.zero_grad()
+            value = criterion(module(xt[index]), yt[index])
+            value.backward()
+            optimiser.step()
+            total += float(value) * len(index)
+        train_losses.append(total / max(len(xt), 1))
+        module.eval()
+        with torch.inference_mode():
+            val_losses.append(float(criterion(module(xv), yv)))
+        if val_losses[-1] < best - 1e-6:
+            best, stale = val_losses[-1], 0
+            best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+        else:
+            stale += 1
+            if stale >= patience:
+                break
+    if best_state is not None:
+        module.load_state_dict(best_state)
+    module.eval()
+    return train_losses, val_losses

@@ -1,0 +1,164 @@
+"""Binding catalog sources to formats: Kafka record batches -> Arrow tables + metadata, results -> records.
+
+Keys follow ksqlDB: a source without key columns exposes the record key as ``ROWKEY`` (a string); declared
+key columns are decoded from the record key with the key format. Windowed keys are written the way Kafka
+Streams does: the serialized key followed by the 8-byte big-endian window start.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from streamml.config import Settings
+from streamml.formats import TOMBSTONE_REASON, Format, get_format
+from streamml.kafka.consumer import RecordBatch
+from streamml.sql import BatchResult, QueryPlan, Source
+
+WINDOW_COLUMNS = ("WINDOWSTART", "WINDOWEND")
+
+
+def value_format(name: str, schema: pa.Schema, topic: str, settings: Settings, delimiter: str | None = None) -> Format:
+    """The value format ``name`` for ``schema`` on ``topic``, with registry and delimiter options applied."""
+    options: dict[str, Any] = {}
+    kind = name.upper()
+    if kind == "DELIMITED" and delimiter:
+        options["delimiter"] = delimiter
+    if kind == "AVRO":
+        options["record_name"] = "KsqlDataSourceSchema"
+        if settings.schema_registry_url:
+            options.update(schema_registry_url=settings.schema_registry_url, subject=f"{topic}-value")
+    return get_format(kind, schema, **options)
+
+
+def text_keys(keys: list[bytes | None], rows: np.ndarray) -> pa.Array:
+    """Record keys at ``rows`` as strings (invalid UTF-8 replaced, never an error)."""
+    picked = pa.array([keys[i] for i in rows], pa.binary())
+    try:
+        return picked.cast(pa.string())
+    except pa.ArrowInvalid:
+        return pa.array([None if k is None else k.decode(errors="replace") for k in picked.to_pylist()], pa.string())
+
+
+@dataclass
+class DecodedBatch:
+    """A consumed batch as the SQL executor wants it, plus what was set aside.
+
+    ``rows[i]`` is the batch position of table row ``i``; ``failures`` are (batch position, reason) pairs.
+    """
+
+    table: pa.Table
+    meta: dict[str, pa.Array]
+    rows: np.ndarray
+    failures: list[tuple[int, str]] = field(default_factory=list)
+    tombstones: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+
+
+class SourceCodec:
+    """Decodes record batches of one source."""
+
+    def __init__(self, source: Source, settings: Settings) -> None:
+        self.source = source
+        self.value = value_format(source.value_format, source.value_schema(), source.topic, settings,
+                                  source.value_delimiter)  # fmt: skip
+        key_schema = source.key_schema()
+        self.window_bytes = 0
+        if source.windowed:
+            key_schema = pa.schema([f for f in key_schema if f.name not in WINDOW_COLUMNS])
+            self.window_bytes = 8
+        self.key = get_format(source.key_format, key_schema) if len(key_schema) else None
+
+    def decode(self, batch: RecordBatch) -> DecodedBatch:
+        """Decode values (and declared key columns); undecodable records become failures, tombstones apart."""
+        decoded = self.value.decode(batch.values)
+        failures = [(f.index, f.reason) for f in decoded.failures if f.reason != TOMBSTONE_REASON]
+        tombstones = np.asarray([f.index for f in decoded.failures if f.reason == TOMBSTONE_REASON], np.int64)
+        table, rows = decoded.table, decoded.indices
+        if self.key is not None and len(rows):
+            table, rows, key_failures = self._with_key_columns(batch, table, rows)
+            failures = sorted(failures + key_failures)
+        meta = {
+            "ROWTIME": pa.array(batch.timestamps[rows]),
+            "ROWKEY": text_keys(batch.keys, rows),
+            "ROWPARTITION": pa.array(batch.partitions[rows]),
+            "ROWOFFSET": pa.array(batch.offsets[rows]),
+        }
+        return DecodedBatch(table=table, meta=meta, rows=rows, failures=failures, tombstones=tombstones)
+
+    def _with_key_columns(
+        self, batch: RecordBatch, table: pa.Table, rows: np.ndarray
+    ) -> tuple[pa.Table, np.ndarray, list[tuple[int, str]]]:
+        assert self.key is not None
+        keys = [batch.keys[i] for i in rows]
+        if self.window_bytes:
+            keys = [None if k is None else k[: -self.window_bytes] for k in keys]
+        decoded = self.key.decode(keys)
+        failures = [(int(rows[f.index]), f"key: {f.reason}") for f in decoded.failures]
+        if decoded.failures:
+            table = table.take(pa.array(decoded.indices))
+            rows = rows[decoded.indices]
+        for name in decoded.table.column_names:
+            table = table.append_column(name, decoded.table.column(name))
+        return table, rows, failures
+
+
+@dataclass
+class EncodedBatch:
+    """Output records of one batch, ready to produce."""
+
+    keys: list[bytes | None]
+    values: list[bytes | None]
+    timestamps: list[int]
+
+
+class SinkCodec:
+    """Encodes query results for the sink of ``plan``."""
+
+    def __init__(self, plan: QueryPlan, sink: Source, settings: Settings, extra_value_fields: list[pa.Field]) -> None:
+        self.plan = plan
+        schema = plan.output_schema()
+        self.key_columns = [c for c in plan.key_columns if c not in WINDOW_COLUMNS]
+        self.windowed = any(c in WINDOW_COLUMNS for c in plan.key_columns)
+        value_fields = [schema.field(c) for c in plan.value_columns] + extra_value_fields
+        self.value_schema = pa.schema(value_fields)
+        self.value = value_format(sink.value_format, self.value_schema, sink.topic, settings, sink.value_delimiter)
+        self.key: Format | None = None
+        if self.key_columns:
+            key_schema = pa.schema([schema.field(c) for c in self.key_columns])
+            key_format = sink.key_format if len(self.key_columns) == 1 else "JSON"
+            self.key = get_format(key_format, key_schema)
+
+    def encode(self, result: BatchResult, input_keys: list[bytes | None], input_rows: np.ndarray) -> EncodedBatch:
+        """Values from the value columns; keys from the key columns, else the input record's key."""
+        table = result.table
+        values: list[bytes | None] = list(self.value.encode(table.select(self.value_schema.names)))
+        keys = self._keys(table, input_keys, input_rows, result.indices)
+        timestamps = result.timestamps.to_numpy(zero_copy_only=False).astype(np.int64).tolist()
+        return EncodedBatch(keys=keys, values=values, timestamps=timestamps)
+
+    def tombstones(self, result: BatchResult) -> EncodedBatch:
+        """Null-value records for the keys ``result`` deleted (sessions merged away, HAVING no longer true)."""
+        table = result.tombstones
+        if table.num_rows == 0:
+            return EncodedBatch([], [], [])
+        keys = self._keys(table, [], np.empty(0, np.int64), np.empty(0, np.int64))
+        stamps = result.tombstone_timestamps.to_numpy(zero_copy_only=False).astype(np.int64).tolist()
+        return EncodedBatch(keys=keys, values=[None] * table.num_rows, timestamps=stamps)
+
+    def _keys(
+        self, table: pa.Table, input_keys: list[bytes | None], input_rows: np.ndarray, out_rows: np.ndarray
+    ) -> list[bytes | None]:
+        if self.key is None:
+            if not len(input_keys):
+                return [None] * table.num_rows
+            origin = input_rows[out_rows]
+            return [input_keys[i] for i in origin]
+        keys: list[bytes | None] = list(self.key.encode(table.select(self.key_columns)))
+        if self.windowed:
+            starts = pc.cast(table.column("WINDOWSTART"), pa.int64()).to_numpy().astype(">i8").tobytes()
+            keys = [(k or b"") + starts[8 * i : 8 * i + 8] for i, k in enumerate(keys)]
+        return keys

@@ -1,0 +1,33 @@
+"""How persistent queries run: batch sizing, delivery guarantee, error policy per stage."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ErrorPolicy(StrEnum):
+    """What happens to a record that fails a stage: stop the query, drop it (counted), or dead-letter it."""
+
+    FAIL = "fail"
+    SKIP = "skip"
+    DEAD_LETTER = "dead-letter"
+
+
+class Guarantee(StrEnum):
+    EXACTLY_ONCE = "exactly_once"
+    AT_LEAST_ONCE = "at_least_once"
+
+
+class RuntimeOptions(BaseModel):
+    """Knobs of the query runtime; frozen, so one instance is shared by every worker thread."""
+
+    model_config = ConfigDict(frozen=True)
+
+    max_batch: int = Field(default=10_000, ge=1, description="Largest micro-batch in records.")
+    max_wait_ms: int = Field(default=100, ge=1, description="Deadline of a micro-batch under light load.")
+    guarantee: Guarantee = Guarantee.EXACTLY_ONCE
+    on_decode_error: ErrorPolicy = ErrorPolicy.DEAD_LETTER
+    on_eval_error: ErrorPolicy = ErrorPolicy.DEAD_LETTER
+    latency_column: bool = Field(default=False, description="Add a LATENCY_MS column to every output value.")

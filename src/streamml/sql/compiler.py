@@ -1,0 +1,345 @@
+"""Typed compilation of expressions to DuckDB SQL: name resolution, type checking, functions, casts.
+
+Every identifier is resolved in a :class:`Scope`; errors name the expression's line and column and suggest
+the closest known name. In aggregate mode, group-by expressions and aggregate calls become references to
+columns of the aggregation result (``__key0``, ``__agg0``, ...).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from streamml.errors import SqlError
+from streamml.sql import ast
+from streamml.sql.catalog import suggest
+from streamml.sql.functions import AGGREGATES, SCALARS, AggregateFunction, Typed, literal_type, sql_string
+from streamml.sql.types import BOOLEAN, DOUBLE, STRING, SqlType, common_type, comparable, numeric_supertype
+from streamml.sql.udf import FunctionRegistry, UserFunction
+
+
+def quote(name: str) -> str:
+    """A quoted DuckDB identifier."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+@dataclass(frozen=True)
+class ScopeColumn:
+    """A column visible to expressions: its name, the qualifier (source alias) and its SQL."""
+
+    name: str
+    type: SqlType
+    sql: str
+    qualifier: str | None = None
+
+
+@dataclass
+class Scope:
+    """Columns visible to an expression."""
+
+    columns: list[ScopeColumn] = field(default_factory=list)
+
+    def add(self, column: ScopeColumn) -> None:
+        self.columns.append(column)
+
+    def resolve(self, ref: ast.ColumnRef, where: ErrorSite) -> ScopeColumn:
+        candidates = self.columns
+        if ref.qualifier is not None:
+            candidates = [
+                c for c in candidates if c.qualifier is not None and c.qualifier.upper() == ref.qualifier.upper()
+            ]
+            if not candidates:
+                qualifiers = sorted({c.qualifier for c in self.columns if c.qualifier})
+                raise where.error(
+                    f"unknown source alias '{ref.qualifier}'", ref.pos, suggest(ref.qualifier, qualifiers)
+                )
+        exact = [c for c in candidates if c.name == ref.name]
+        matches = exact or [c for c in candidates if c.name.upper() == ref.name.upper()]
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise where.error(f"column '{ref.name}' is ambiguous", ref.pos, "qualify it with the source alias")
+        shown = f"{ref.qualifier}.{ref.name}" if ref.qualifier else ref.name
+        raise where.error(f"unknown column '{shown}'", ref.pos, suggest(ref.name, [c.name for c in candidates]))
+
+
+@dataclass(frozen=True)
+class ErrorSite:
+    """Where errors point: the whole source text (positions are relative to it)."""
+
+    text: str | None
+
+    def error(self, message: str, pos: ast.Pos, hint: str | None = None) -> SqlError:
+        line = pos.line or None
+        return SqlError(message, line=line, column=pos.column if line else None, statement=self.text, hint=hint)
+
+
+@dataclass(frozen=True)
+class AggregateCall:
+    """One aggregate call of a query: ``__agg{index}`` in the aggregation result."""
+
+    index: int
+    function: AggregateFunction
+    argument: Typed | None
+    result_type: SqlType
+
+
+@dataclass(frozen=True)
+class UdfUse:
+    """A user function signature a compiled query needs registered."""
+
+    function: UserFunction
+    arg_types: tuple[SqlType, ...]
+    result_type: SqlType
+    duckdb_name: str
+
+
+class ExpressionCompiler:
+    """Compiles expressions against one scope; collects casts, UDF uses and (in aggregate mode) aggregates."""
+
+    def __init__(
+        self,
+        scope: Scope,
+        udfs: FunctionRegistry,
+        text: str | None = None,
+        *,
+        group_by: list[ast.Expr] | None = None,
+        output_scope: Scope | None = None,
+    ) -> None:
+        self.scope = scope
+        self.udfs = udfs
+        self.where = ErrorSite(text)
+        self.group_by = group_by
+        self.output_scope = output_scope
+        self.cast_checks: list[str] = []
+        self.udf_uses: dict[str, UdfUse] = {}
+        self.aggregates: list[AggregateCall] = []
+        self.group_keys: list[Typed] = [self._compile(e) for e in group_by] if group_by is not None else []
+        self._in_aggregate = False
+
+    # ---- entry points -----------------------------------------------------------------------------------
+    def compile(self, expr: ast.Expr) -> Typed:
+        """Compile ``expr``; in aggregate mode the result refers to aggregation-result columns."""
+        if self.group_by is None:
+            return self._compile(expr)
+        return self._compile_aggregated(expr)
+
+    def predicate(self, expr: ast.Expr, clause: str) -> Typed:
+        """Compile a boolean condition (WHERE, HAVING, ON)."""
+        typed = self.compile(expr)
+        if typed.type.name not in ("BOOLEAN", "NULL"):
+            raise self.where.error(f"{clause} must be a BOOLEAN condition, got {typed.type}", expr.pos)
+        return typed
+
+    # ---- aggregate mode ---------------------------------------------------------------------------------
+    def _compile_aggregated(self, expr: ast.Expr) -> Typed:
+        assert self.group_by is not None
+        for i, key in enumerate(self.group_by):
+            if key == expr:
+                return Typed(quote(f"__key{i}"), self.group_keys[i].type)
+        if isinstance(expr, ast.FunctionCall) and expr.name in AGGREGATES:
+            return self._aggregate(expr)
+        if isinstance(expr, ast.ColumnRef):
+            if self.output_scope is not None and expr.qualifier is None:
+                for c in self.output_scope.columns:
+                    if c.name == expr.name:
+                        return Typed(c.sql, c.type)
+            self.scope.resolve(expr, self.where)  # unknown columns are reported as such
+            raise self.where.error(
+                f"column '{expr.name}' must be in GROUP BY or inside an aggregate function", expr.pos
+            )
+        return self._compile(expr, nested=self._compile_aggregated)
+
+    def _aggregate(self, call: ast.FunctionCall) -> Typed:
+        function = AGGREGATES[call.name]
+        if call.star:
+            if call.name != "COUNT":
+                raise self.where.error(f"{call.name}(*) is not allowed; only COUNT(*)", call.pos)
+            argument = None
+            result = function.result_type(literal_type("integer"))
+        else:
+            if len(call.args) != 1:
+                raise self.where.error(f"{call.name} takes exactly one argument", call.pos)
+            argument = self._compile(call.args[0])
+            if call.name in ("SUM", "AVG") and not argument.type.is_numeric:
+                raise self.where.error(f"{call.name} needs a numeric argument, got {argument.type}", call.args[0].pos)
+            result = function.result_type(argument.type)
+        for existing in self.aggregates:
+            if existing.function is function and existing.argument == argument:
+                return Typed(quote(f"__agg{existing.index}"), existing.result_type)
+        index = len(self.aggregates)
+        self.aggregates.append(AggregateCall(index, function, argument, result))
+        return Typed(quote(f"__agg{index}"), result)
+
+    # ---- expressions ------------------------------------------------------------------------------------
+    def _compile(self, expr: ast.Expr, nested: Any = None) -> Typed:
+        sub = nested or self._compile
+        method = getattr(self, "_" + type(expr).__name__.lower(), None)
+        if method is None:  # pragma: no cover - every node type has a method
+            raise self.where.error(f"unsupported expression {type(expr).__name__}", expr.pos)
+        result: Typed = method(expr, sub)
+        return result
+
+    def _literal(self, e: ast.Literal, sub: Any) -> Typed:
+        t = literal_type(e.kind)
+        if e.kind == "string":
+            return Typed(sql_string(e.value), t, e.value)
+        if e.kind == "null":
+            return Typed("NULL", t, None)
+        if e.kind == "boolean":
+            return Typed("TRUE" if e.value else "FALSE", BOOLEAN, e.value)
+        if e.kind == "double":
+            return Typed(f"CAST({e.value!r} AS DOUBLE)", DOUBLE, e.value)
+        return Typed(f"CAST({e.value} AS {t.to_duckdb()})", t, e.value)
+
+    def _columnref(self, e: ast.ColumnRef, sub: Any) -> Typed:
+        column = self.scope.resolve(e, self.where)
+        return Typed(column.sql, column.type)
+
+    def _unaryop(self, e: ast.UnaryOp, sub: Any) -> Typed:
+        operand = sub(e.operand)
+        if e.op == "NOT":
+            self._expect_boolean(operand, e.operand, "NOT")
+            return Typed(f"(NOT {operand.sql})", BOOLEAN)
+        if not operand.type.is_numeric:
+            raise self.where.error(f"cannot negate {operand.type}", e.pos)
+        return Typed(f"(-{operand.sql})", operand.type)
+
+    def _expect_boolean(self, typed: Typed, expr: ast.Expr, op: str) -> None:
+        if typed.type.name not in ("BOOLEAN", "NULL"):
+            raise self.where.error(f"{op} needs BOOLEAN operands, got {typed.type}", expr.pos)
+
+    def _binaryop(self, e: ast.BinaryOp, sub: Any) -> Typed:
+        left, right = sub(e.left), sub(e.right)
+        if e.op in ("AND", "OR"):
+            self._expect_boolean(left, e.left, e.op)
+            self._expect_boolean(right, e.right, e.op)
+            return Typed(f"({left.sql} {e.op} {right.sql})", BOOLEAN)
+        if e.op == "||":
+            if not (left.type.is_string and right.type.is_string):
+                raise self.where.error(f"'||' needs STRING operands, got {left.type} and {right.type}", e.pos)
+            return Typed(f"({left.sql} || {right.sql})", STRING)
+        if e.op in ("=", "!=", "<", "<=", ">", ">="):
+            if not comparable(left.type, right.type):
+                raise self.where.error(f"cannot compare {left.type} with {right.type} using '{e.op}'", e.pos)
+            op = "<>" if e.op == "!=" else e.op
+            return Typed(f"({left.sql} {op} {right.sql})", BOOLEAN)
+        if not (left.type.is_numeric and right.type.is_numeric):
+            raise self.where.error(f"cannot apply '{e.op}' to {left.type} and {right.type}", e.pos)
+        result = numeric_supertype(left.type, right.type)
+        op = "//" if e.op == "/" and result.is_integral else e.op
+        return Typed(f"CAST(({left.sql} {op} {right.sql}) AS {result.to_duckdb()})", result)
+
+    def _isnull(self, e: ast.IsNull, sub: Any) -> Typed:
+        operand = sub(e.operand)
+        return Typed(f"({operand.sql} IS {'NOT ' if e.negated else ''}NULL)", BOOLEAN)
+
+    def _inlist(self, e: ast.InList, sub: Any) -> Typed:
+        operand = sub(e.operand)
+        items = [sub(i) for i in e.items]
+        if common_type([operand.type, *(i.type for i in items)]) is None:
+            raise self.where.error("IN list items must have the same type as the tested value", e.pos)
+        inner = ", ".join(i.sql for i in items)
+        return Typed(f"({operand.sql} {'NOT ' if e.negated else ''}IN ({inner}))", BOOLEAN)
+
+    def _between(self, e: ast.Between, sub: Any) -> Typed:
+        operand, low, high = sub(e.operand), sub(e.low), sub(e.high)
+        if not (comparable(operand.type, low.type) and comparable(operand.type, high.type)):
+            raise self.where.error(f"BETWEEN bounds must be comparable with {operand.type}", e.pos)
+        neg = "NOT " if e.negated else ""
+        return Typed(f"({operand.sql} {neg}BETWEEN {low.sql} AND {high.sql})", BOOLEAN)
+
+    def _like(self, e: ast.Like, sub: Any) -> Typed:
+        operand, pattern = sub(e.operand), sub(e.pattern)
+        if not (operand.type.is_string and pattern.type.is_string):
+            raise self.where.error("LIKE needs STRING operands", e.pos)
+        return Typed(f"({operand.sql} {'NOT ' if e.negated else ''}LIKE {pattern.sql})", BOOLEAN)
+
+    def _case(self, e: ast.Case, sub: Any) -> Typed:
+        parts: list[str] = []
+        results: list[Typed] = []
+        for cond, res in e.whens:
+            c = sub(cond)
+            self._expect_boolean(c, cond, "WHEN")
+            r = sub(res)
+            results.append(r)
+            parts.append(f"WHEN {c.sql} THEN {r.sql}")
+        if e.else_ is not None:
+            results.append(sub(e.else_))
+            parts.append(f"ELSE {results[-1].sql}")
+        result = common_type([r.type for r in results])
+        if result is None:
+            raise self.where.error(
+                "CASE branches have incompatible types: " + ", ".join(str(r.type) for r in results), e.pos
+            )
+        return Typed(f"(CASE {' '.join(parts)} END)", result if result.name != "NULL" else STRING)
+
+    def _cast(self, e: ast.Cast, sub: Any) -> Typed:
+        operand = sub(e.operand)
+        target = e.target.to_duckdb()
+        if operand.type == e.target:
+            return Typed(operand.sql, e.target)
+        sql = f"TRY_CAST({operand.sql} AS {target})"
+        if operand.type.name == "STRING" and e.target.is_integral:
+            # like Java's parseInt: only an optionally signed run of digits converts
+            trimmed = f"trim({operand.sql})"
+            sql = f"(CASE WHEN regexp_full_match({trimmed}, '[+-]?[0-9]+') THEN TRY_CAST({trimmed} AS {target}) END)"
+        if operand.type.name != "NULL":
+            self.cast_checks.append(f"({operand.sql} IS NOT NULL AND {sql} IS NULL)")
+        return Typed(sql, e.target)
+
+    def _dereference(self, e: ast.Dereference, sub: Any) -> Typed:
+        base = sub(e.base)
+        if base.type.name != "STRUCT":
+            raise self.where.error(f"'->' needs a STRUCT, got {base.type}", e.pos)
+        field_type = base.type.field(e.field)
+        if field_type is None:
+            raise self.where.error(
+                f"unknown struct field '{e.field}'", e.pos, suggest(e.field, list(base.type.field_names))
+            )
+        name = next(n for n in base.type.field_names if n.upper() == e.field.upper())
+        return Typed(f"struct_extract({base.sql}, {sql_string(name)})", field_type)
+
+    def _subscript(self, e: ast.Subscript, sub: Any) -> Typed:
+        base, index = sub(e.base), sub(e.index)
+        if base.type.name == "ARRAY":
+            if not index.type.is_integral:
+                raise self.where.error("array index must be an integer", e.index.pos)
+            return Typed(f"list_extract({base.sql}, {index.sql})", base.type.args[0])
+        if base.type.name == "MAP":
+            return Typed(f"map_extract_value({base.sql}, {index.sql})", base.type.args[1])
+        raise self.where.error(f"'[...]' needs an ARRAY or MAP, got {base.type}", e.pos)
+
+    def _functioncall(self, e: ast.FunctionCall, sub: Any) -> Typed:
+        if e.name in AGGREGATES:
+            raise self.where.error(f"aggregate function {e.name} is only allowed with GROUP BY", e.pos)
+        args = [sub(a) for a in e.args]
+        builtin = SCALARS.get(e.name)
+        if builtin is not None:
+            if len(args) < builtin.min_args or (builtin.max_args is not None and len(args) > builtin.max_args):
+                raise self.where.error(f"wrong number of arguments for {builtin.signature}", e.pos)
+            try:
+                return builtin.compile(args)
+            except SqlError as exc:
+                raise self.where.error(exc.message, e.pos, exc.hint) from None
+        user = self.udfs.get(e.name)
+        if user is not None:
+            return self._user_call(user, e, args)
+        known = list(SCALARS) + list(AGGREGATES) + self.udfs.names()
+        raise self.where.error(f"unknown function '{e.name}'", e.pos, suggest(e.name, known))
+
+    def _user_call(self, user: UserFunction, e: ast.FunctionCall, args: list[Typed]) -> Typed:
+        arg_types = [a.type for a in args]
+        try:
+            user.check_arguments(arg_types)
+            result = user.result_type(arg_types, [a.value if a.is_constant else None for a in args])
+        except SqlError as exc:
+            raise self.where.error(exc.message, e.pos, exc.hint) from None
+        declared = list(user.params) if user.params is not None else arg_types
+        name = user.duckdb_name(declared, result)
+        self.udf_uses[name] = UdfUse(user, tuple(declared), result, name)
+        cast_args = [
+            a.sql if a.type == t else f"CAST({a.sql} AS {t.to_duckdb() if t.name != 'NULL' else 'VARCHAR'})"
+            for a, t in zip(args, declared, strict=True)
+        ]
+        return Typed(f"{name}({', '.join(cast_args)})", result)

@@ -1,0 +1,154 @@
+"""Logical plans of persistent and transient queries, and their ``EXPLAIN`` rendering.
+
+A :class:`QueryPlan` is pure data: the compiled DuckDB SQL of each step plus what the runtime needs to bind
+it to Kafka (source topics and formats, sink topic and formats, output key columns). ``executor()``
+compiles it into a :class:`streamml.sql.executor.QueryExecutor`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+
+from streamml.sql.catalog import Source
+from streamml.sql.compiler import AggregateCall, UdfUse
+from streamml.sql.types import SqlType
+
+if TYPE_CHECKING:
+    from streamml.sql.executor import QueryExecutor
+
+STATELESS = "STATELESS"
+AGGREGATE = "AGGREGATE"
+STREAM_TABLE_JOIN = "STREAM_TABLE_JOIN"
+STREAM_STREAM_JOIN = "STREAM_STREAM_JOIN"
+#: grace period of windows and join windows when the statement names none (as in ksqlDB)
+DEFAULT_GRACE_MS = 24 * 3_600_000
+
+
+@dataclass(frozen=True)
+class OutputColumn:
+    name: str
+    type: SqlType
+    key: bool = False
+
+
+@dataclass(frozen=True)
+class Sink:
+    """Where a persistent query writes: the created or target source."""
+
+    name: str
+    kind: str
+    topic: str
+    key_format: str
+    value_format: str
+    partitions: int | None = None
+
+
+@dataclass(frozen=True)
+class WindowPlan:
+    """Window of an aggregation, in milliseconds (``advance_ms`` for hopping, ``size_ms`` = gap for session)."""
+
+    kind: str
+    size_ms: int
+    advance_ms: int | None
+    grace_ms: int
+
+
+@dataclass(frozen=True)
+class AggregatePlan:
+    """Aggregation step: ``pre_sql`` yields ``__key*``, ``__x*``, ``__ts``, ``__seq`` rows from the input."""
+
+    pre_sql: str
+    key_types: tuple[SqlType, ...]
+    calls: tuple[AggregateCall, ...]
+    window: WindowPlan | None
+    emit_final: bool
+    #: HAVING condition over the aggregation result (a key that stops satisfying it gets a tombstone)
+    having: str | None = None
+
+
+@dataclass(frozen=True)
+class JoinPlan:
+    """Join step. For stream-table joins the table is the right side; ``right_key`` is its key column."""
+
+    kind: str
+    right: Source
+    right_alias: str
+    left_key_sql: str
+    right_key: str
+    within: tuple[int, int] | None = None
+    #: stream-stream joins: the query run when a batch arrives on the right side
+    right_sql: str = ""
+    #: stream-stream joins: how long after the window a record is still accepted (ms)
+    grace_ms: int = DEFAULT_GRACE_MS
+
+
+@dataclass(frozen=True)
+class PlanNode:
+    """One step of the plan for ``EXPLAIN``."""
+
+    label: str
+    details: tuple[str, ...] = ()
+    children: tuple[PlanNode, ...] = ()
+
+    def render(self, depth: int = 0) -> list[str]:
+        pad = "  " * depth
+        lines = [f"{pad}> [ {self.label} ]"]
+        lines += [f"{pad}    {d}" for d in self.details]
+        for child in self.children:
+            lines += child.render(depth + 1)
+        return lines
+
+
+@dataclass
+class QueryPlan:
+    """A compiled query: steps as DuckDB SQL, output schema, sources and sink."""
+
+    kind: str
+    text: str
+    sources: tuple[Source, ...]
+    output: tuple[OutputColumn, ...]
+    main_sql: str
+    sink: Sink | None = None
+    where_sql: str | None = None
+    aggregate: AggregatePlan | None = None
+    join: JoinPlan | None = None
+    udfs: tuple[UdfUse, ...] = ()
+    has_casts: bool = False
+    limit: int | None = None
+    #: output column -> input column for outputs that are plain column references (stateless plans)
+    passthrough: dict[str, str] = field(default_factory=dict)
+    windowed: bool = False
+    emit: str | None = None
+    root: PlanNode = field(default_factory=lambda: PlanNode("EMPTY"))
+
+    @property
+    def key_columns(self) -> list[str]:
+        """Output columns that go into the Kafka record key (empty: the input key passes through)."""
+        return [c.name for c in self.output if c.key]
+
+    @property
+    def value_columns(self) -> list[str]:
+        return [c.name for c in self.output if not c.key]
+
+    @property
+    def stateful(self) -> bool:
+        return self.kind != STATELESS
+
+    def output_schema(self) -> pa.Schema:
+        """Arrow schema of :attr:`BatchResult.table` (key columns first, then value columns)."""
+        return pa.schema([pa.field(c.name, c.type.to_arrow()) for c in self.output])
+
+    def explain(self) -> str:
+        """Readable multi-line description of the plan."""
+        header = [f"Query type: {self.kind}{' (windowed)' if self.windowed else ''}", f"SQL: {self.text.strip()}"]
+        schema = ", ".join(f"{c.name} {c.type}{' KEY' if c.key else ''}" for c in self.output)
+        return "\n".join([*header, f"Output schema: {schema}", "", "Execution plan:", *self.root.render()])
+
+    def executor(self) -> QueryExecutor:
+        """Compile this plan once into an executor for in-memory batches."""
+        from streamml.sql.executor import QueryExecutor
+
+        return QueryExecutor(self)

@@ -1,0 +1,224 @@
+"""JSON: batch decoding to Arrow, case-insensitive keys, nested types, failures with clear reasons."""
+
+from __future__ import annotations
+
+import datetime
+import math
+
+import orjson
+import pyarrow as pa
+import pytest
+
+from streamml.errors import FormatError
+from streamml.formats import TOMBSTONE_REASON, JsonFormat
+
+SCHEMA = pa.schema([("V1", pa.float64()), ("Amount", pa.float64()), ("Label", pa.string())])
+
+
+def test_decode_flat_batch() -> None:
+    fmt = JsonFormat(SCHEMA)
+    decoded = fmt.decode([b'{"V1": 1.5, "Amount": 10, "Label": "a"}', b'{"V1": -2, "Amount": null}'])
+    assert decoded.all_ok
+    assert decoded.table.schema == SCHEMA
+    assert decoded.table.to_pylist() == [
+        {"V1": 1.5, "Amount": 10.0, "Label": "a"},
+        {"V1": -2.0, "Amount": None, "Label": None},
+    ]
+
+
+def test_keys_match_case_insensitively() -> None:
+    fmt = JsonFormat(SCHEMA)
+    decoded = fmt.decode([b'{"v1": 1.0, "AMOUNT": 2.0, "label": "x", "extra": [1]}'] * 3)
+    assert decoded.table.column_names == ["V1", "Amount", "Label"]
+    assert decoded.table.column("V1").to_pylist() == [1.0] * 3
+    assert decoded.table.column("Label").to_pylist() == ["x"] * 3
+    # another spelling in a later batch
+    decoded = fmt.decode([b'{"V1": 3.0, "amount": 4.0}'])
+    assert decoded.table.to_pylist() == [{"V1": 3.0, "Amount": 4.0, "Label": None}]
+
+
+def test_mixed_good_and_bad_records() -> None:
+    fmt = JsonFormat(SCHEMA)
+    values = [
+        b'{"V1": 1}',
+        b'{"V1": "abc"}',
+        None,
+        b"[1, 2]",
+        b'{"V1": 2',
+        b'{"V1": 3}',
+        b"",
+        b"null",
+        b'{"V1": 4}{"V1": 5}',
+        b'{"Label": "\xff"}',
+        b'{"V1": 6}',
+    ]
+    decoded = fmt.decode(values)
+    assert decoded.table.column("V1").to_pylist() == [1.0, 3.0, 6.0]
+    assert decoded.indices.tolist() == [0, 5, 10]
+    reasons = {f.index: f.reason for f in decoded.failures}
+    assert reasons == {
+        1: "field 'V1': expected double, got string 'abc'",
+        2: TOMBSTONE_REASON,
+        3: "expected a JSON object, got array",
+        4: "invalid JSON at byte 8: unexpected end of data",
+        6: "invalid JSON at byte 0: Input is a zero-length, empty document",
+        7: "expected a JSON object, got null",
+        8: "invalid JSON at byte 9: unexpected content after document",
+        9: reasons[9],
+    }
+    assert "UTF-8" in reasons[9]
+
+
+def test_all_bad_batch_is_empty_table_with_schema() -> None:
+    decoded = JsonFormat(SCHEMA).decode([b"{", None, b"1"])
+    assert decoded.table.schema == SCHEMA
+    assert decoded.table.num_rows == 0
+    assert [f.index for f in decoded.failures] == [0, 1, 2]
+
+
+def test_pretty_printed_and_padded_records() -> None:
+    fmt = JsonFormat(SCHEMA)
+    pretty = orjson.dumps({"V1": 1.0, "Label": "x"}, option=orjson.OPT_INDENT_2)
+    decoded = fmt.decode([pretty, b'  {"V1": 2.0}\r\n', b'{"V1": 3.0}'])
+    assert decoded.all_ok
+    assert decoded.table.column("V1").to_pylist() == [1.0, 2.0, 3.0]
+
+
+def test_integer_checks() -> None:
+    fmt = JsonFormat(pa.schema([("n", pa.int32())]))
+    decoded = fmt.decode([b'{"n": 1}', b'{"n": 1.5}', b'{"n": 3000000000}', b'{"n": true}'])
+    assert decoded.table.column("n").to_pylist() == [1]
+    reasons = [f.reason for f in decoded.failures]
+    assert reasons[0] == "field 'n': expected int32, got number 1.5"
+    assert reasons[1] == "field 'n': expected int32, got 3000000000 (out of range)"
+    assert reasons[2] == "field 'n': expected int32, got boolean True"
+
+
+NESTED = pa.schema(
+    [
+        ("image", pa.list_(pa.float64())),
+        ("point", pa.struct([("X", pa.float64()), ("Tags", pa.list_(pa.string()))])),
+        ("counts", pa.map_(pa.string(), pa.int64())),
+    ]
+)
+
+
+def test_nested_types_round_trip() -> None:
+    fmt = JsonFormat(NESTED)
+    values = [
+        b'{"image": [0.0, 0.5, 1.0], "point": {"x": 1.5, "tags": ["a"]}, "counts": {"a": 1, "b": 2}}',
+        b'{"image": [], "point": null, "counts": {}}',
+        b'{"image": null, "point": {"X": null, "Tags": [null]}}',
+    ]
+    decoded = fmt.decode(values)
+    assert decoded.all_ok, decoded.failures
+    assert decoded.table.to_pylist() == [
+        {"image": [0.0, 0.5, 1.0], "point": {"X": 1.5, "Tags": ["a"]}, "counts": [("a", 1), ("b", 2)]},
+        {"image": [], "point": None, "counts": []},
+        {"image": None, "point": {"X": None, "Tags": [None]}, "counts": None},
+    ]
+    again = fmt.decode(fmt.encode(decoded.table))
+    assert again.table.equals(decoded.table)
+
+
+def test_nested_mismatch_reason() -> None:
+    fmt = JsonFormat(NESTED)
+    decoded = fmt.decode([b'{"image": [1.0, "x"]}', b'{"point": {"x": "no"}}', b'{"counts": {"a": "b"}}'])
+    assert [f.reason for f in decoded.failures] == [
+        "field 'image': item 1: expected double, got string 'x'",
+        "field 'point': in 'X': expected double, got string 'no'",
+        "field 'counts': item 0: expected int64, got string 'b'",
+    ]
+
+
+def test_image_arrays_of_doubles() -> None:
+    schema = pa.schema([("pixels", pa.list_(pa.float64(), 4)), ("id", pa.int64())])
+    fmt = JsonFormat(schema)
+    decoded = fmt.decode([b'{"pixels": [0.1, 0.2, 0.3, 0.4], "id": 1}', b'{"pixels": [1, 2], "id": 2}'])
+    assert decoded.table.column("pixels").to_pylist() == [[0.1, 0.2, 0.3, 0.4]]
+    assert [f.index for f in decoded.failures] == [1]
+    assert fmt.decode(fmt.encode(decoded.table)).table.equals(decoded.table)
+
+
+def test_special_types_follow_ksqldb() -> None:
+    schema = pa.schema([("ts", pa.timestamp("ms")), ("d", pa.date32()), ("raw", pa.binary()), ("f", pa.float64())])
+    table = pa.table(
+        {
+            "ts": pa.array([datetime.datetime(2024, 1, 2, 3, 4, 5, 678000)], pa.timestamp("ms")),
+            "d": pa.array([datetime.date(2024, 1, 2)], pa.date32()),
+            "raw": [b"\x00\xffhi"],
+            "f": [math.nan],
+        },
+        schema=schema,
+    )
+    fmt = JsonFormat(schema)
+    [value] = fmt.encode(table)
+    assert orjson.loads(value) == {"ts": 1704164645678, "d": 19724, "raw": "AP9oaQ==", "f": None}
+    decoded = fmt.decode([value])
+    assert decoded.table.to_pylist() == [
+        {
+            "ts": datetime.datetime(2024, 1, 2, 3, 4, 5, 678000),
+            "d": datetime.date(2024, 1, 2),
+            "raw": b"\x00\xffhi",
+            "f": None,
+        }
+    ]
+
+
+def test_nan_and_infinity_become_null_even_nested() -> None:
+    table = pa.table({"x": [math.nan, math.inf, 1.0], "l": [[-math.inf, 2.0], None, [math.nan]]})
+    values = JsonFormat().encode(table)
+    assert [orjson.loads(v) for v in values] == [
+        {"x": None, "l": [None, 2.0]},
+        {"x": None, "l": None},
+        {"x": 1.0, "l": [None]},
+    ]
+
+
+def test_encode_unicode_and_nulls() -> None:
+    table = pa.table({"s": ['q"\\\n\t\x01😀', None, ""], "n": [None, 1, 2]})
+    values = JsonFormat().encode(table)
+    assert [orjson.loads(v) for v in values] == table.to_pylist()
+
+
+def test_without_schema_infers_types() -> None:
+    decoded = JsonFormat().decode([b'{"a": 1, "b": "x"}', b'{"a": 2.5}', b"oops"])
+    assert decoded.table.column_names == ["a", "b"]
+    assert decoded.table.column("a").to_pylist() == [1.0, 2.5]
+    assert decoded.failures[0].index == 2
+
+
+def test_empty_inputs() -> None:
+    fmt = JsonFormat(SCHEMA)
+    assert fmt.decode([]).table.schema == SCHEMA
+    assert fmt.encode(SCHEMA.empty_table()) == []
+    assert JsonFormat().encode(pa.table({"a": [1]}).select([])) == [b"{}"]
+
+
+def test_columns_differing_only_in_case_are_rejected() -> None:
+    with pytest.raises(FormatError, match="case"):
+        JsonFormat(pa.schema([("a", pa.int64()), ("A", pa.int64())]))
+
+
+def test_encode_columns_differing_only_in_case() -> None:
+    values = JsonFormat().encode(pa.table({"a": [1], "A": [2]}))
+    assert orjson.loads(values[0]) == {"a": 1, "A": 2}
+
+
+def test_large_batch_spanning_blocks() -> None:
+    fmt = JsonFormat(pa.schema([("i", pa.int64()), ("s", pa.string())]))
+    values = [orjson.dumps({"i": i, "s": "x" * (i % 300)}) for i in range(20_000)]
+    values[12_345] = b'{"i": "bad"}'
+    decoded = fmt.decode(values)
+    assert decoded.table.num_rows == 19_999
+    assert [f.index for f in decoded.failures] == [12_345]
+    assert decoded.table.column("i").to_pylist()[:3] == [0, 1, 2]
+
+
+def test_spelling_learned_from_later_records_when_first_lacks_a_field() -> None:
+    fmt = JsonFormat(SCHEMA)
+    decoded = fmt.decode([b'{"v1": 1.0}', b'{"v1": 2.0, "LABEL": "x", "amount": 3.0}'])
+    assert decoded.table.to_pylist() == [
+        {"V1": 1.0, "Amount": None, "Label": None},
+        {"V1": 2.0, "Amount": 3.0, "Label": "x"},
+    ]
