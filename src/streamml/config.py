@@ -52,6 +52,9 @@ class Settings(BaseSettings):
         default_factory=dict, description="Secret librdkafka properties (sasl.password, ...)."
     )
     schema_registry_url: str | None = Field(default=None, description="Confluent-compatible schema registry.")
+    catalog_topic: str = Field(
+        default="_streamml_catalog", description="Compacted topic holding the SQL catalog (one per deployment)."
+    )
     request_timeout_s: float = Field(default=10.0, gt=0, description="Timeout of admin and metadata calls.")
 
     @field_validator("bootstrap")

@@ -98,3 +98,23 @@ def test_update_table_rejects_partition_count_mismatch(eng: SqlEngine) -> None:
     ex = eng.plan("SELECT o.user, u.region FROM orders o JOIN users u ON o.user = u.userid;").executor()
     with pytest.raises(Exception, match="partitions for 1 table rows"):
         ex.update_table(pa.table({"userid": ["x"], "region": ["r"]}), partition=[0, 1])
+
+
+def test_joins_key_their_output_by_the_join_key(eng: SqlEngine) -> None:
+    table_join = eng.plan("SELECT u.region, o.user AS who, o.qty FROM orders o JOIN users u ON o.user = u.userid;")
+    assert table_join.key_columns == ["WHO"]
+    assert [c.name for c in table_join.output] == ["WHO", "REGION", "QTY"]
+    out = table_join.executor()
+    out.update_table(pa.table({"userid": ["x"], "region": ["r"]}))
+    result = out.execute(pa.table({"USER": ["x"], "QTY": [3]}))
+    assert result.key_columns == ("WHO",)
+    assert result.table.to_pylist() == [{"WHO": "x", "REGION": "r", "QTY": 3}]
+    # a LEFT JOIN is keyed by the stream side only (the table key may be NULL)
+    left = eng.plan("SELECT u.userid, o.qty FROM orders o LEFT JOIN users u ON o.user = u.userid;")
+    assert left.key_columns == []
+    inner = eng.plan("SELECT u.userid, o.qty FROM orders o JOIN users u ON o.user = u.userid;")
+    assert inner.key_columns == ["USERID"]
+    streams = eng.plan("SELECT b.amount, c.user AS user FROM clicks c JOIN buys b WITHIN 1 MINUTE ON c.user = b.user;")
+    assert streams.key_columns == ["USER"]
+    unkeyed = eng.plan("SELECT b.amount FROM clicks c JOIN buys b WITHIN 1 MINUTE ON c.user = b.user;")
+    assert unkeyed.key_columns == []

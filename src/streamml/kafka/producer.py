@@ -22,7 +22,7 @@ from streamml.kafka.consumer import BatchConsumer
 
 log = logging.getLogger(__name__)
 
-Headers = list[tuple[str, bytes | str]] | None
+Headers = Sequence[tuple[str, bytes | str]] | None
 _CHUNK = 10_000
 
 
@@ -64,7 +64,7 @@ class Producer:
         values: Sequence[bytes | None],
         keys: Sequence[bytes | None] | None = None,
         *,
-        headers: Sequence[Headers] | Headers = None,
+        headers: Sequence[Headers] | Headers | Sequence[Sequence[tuple[str, bytes]]] = None,
         partitions: Sequence[int] | None = None,
         timestamps: Sequence[int] | None = None,
     ) -> int:
@@ -110,7 +110,7 @@ class Producer:
         topic: str,
         values: Sequence[bytes | None],
         keys: Sequence[bytes | None] | None,
-        headers: Sequence[Headers] | Headers,
+        headers: Any,
         partitions: Sequence[int] | None,
         timestamps: Sequence[int] | None,
     ) -> None:
@@ -120,7 +120,7 @@ class Producer:
         for i in range(len(values)):
             kwargs: dict[str, Any] = {}
             if headers:
-                kwargs["headers"] = headers[i] if per_record else headers  # type: ignore[index]
+                kwargs["headers"] = headers[i] if per_record else headers
             if partitions is not None:
                 kwargs["partition"] = int(partitions[i])
             if timestamps is not None:

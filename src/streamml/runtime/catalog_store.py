@@ -15,7 +15,6 @@ import orjson
 from streamml.config import Settings
 from streamml.errors import SqlError
 from streamml.kafka import Admin, BatchConsumer, Producer, client_config
-from streamml.runtime.naming import CATALOG_TOPIC
 from streamml.sql import Catalog, SqlEngine
 
 _KEY = b"catalog"
@@ -46,14 +45,14 @@ class CatalogState:
 
 
 class CatalogStore:
-    """Loads and saves :class:`CatalogState` in the ``_streamml_catalog`` topic of the configured cluster."""
+    """Loads and saves :class:`CatalogState` in the catalog topic (``Settings.catalog_topic``)."""
 
-    def __init__(self, settings: Settings, topic: str = CATALOG_TOPIC) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.topic = topic
+        self.topic = settings.catalog_topic
         self.config = client_config(settings)
         Admin(self.config, timeout_s=settings.request_timeout_s).create_topic(
-            topic, partitions=1, config=_TOPIC_CONFIG, if_not_exists=True
+            self.topic, partitions=1, config=_TOPIC_CONFIG, if_not_exists=True
         )
 
     def load(self, timeout_s: float = 30.0) -> CatalogState:

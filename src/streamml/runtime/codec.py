@@ -69,7 +69,8 @@ class SourceCodec:
         self.window_bytes = 0
         if source.windowed:
             key_schema = pa.schema([f for f in key_schema if f.name not in WINDOW_COLUMNS])
-            self.window_bytes = 8
+            session = str(source.properties.get("WINDOW_TYPE", "")).upper() == "SESSION"
+            self.window_bytes = 16 if session else 8
         self.key = get_format(source.key_format, key_schema) if len(key_schema) else None
 
     def decode(self, batch: RecordBatch) -> DecodedBatch:
@@ -123,6 +124,9 @@ class SinkCodec:
         schema = plan.output_schema()
         self.key_columns = [c for c in plan.key_columns if c not in WINDOW_COLUMNS]
         self.windowed = any(c in WINDOW_COLUMNS for c in plan.key_columns)
+        window = plan.aggregate.window if plan.aggregate is not None else None
+        #: session keys carry the end too (Kafka Streams' session key layout), so a grown session is a new key
+        self.session = window is not None and window.kind.upper() == "SESSION"
         value_fields = [schema.field(c) for c in plan.value_columns] + extra_value_fields
         self.value_schema = pa.schema(value_fields)
         self.value = value_format(sink.value_format, self.value_schema, sink.topic, settings, sink.value_delimiter)
@@ -160,5 +164,9 @@ class SinkCodec:
         keys: list[bytes | None] = list(self.key.encode(table.select(self.key_columns)))
         if self.windowed:
             starts = pc.cast(table.column("WINDOWSTART"), pa.int64()).to_numpy().astype(">i8").tobytes()
-            keys = [(k or b"") + starts[8 * i : 8 * i + 8] for i, k in enumerate(keys)]
+            if self.session:
+                ends = pc.cast(table.column("WINDOWEND"), pa.int64()).to_numpy().astype(">i8").tobytes()
+                keys = [(k or b"") + ends[8 * i : 8 * i + 8] + starts[8 * i : 8 * i + 8] for i, k in enumerate(keys)]
+            else:
+                keys = [(k or b"") + starts[8 * i : 8 * i + 8] for i, k in enumerate(keys)]
         return keys

@@ -1,6 +1,5 @@
 """Names of the Kafka resources streamml creates for its own bookkeeping."""
 
-CATALOG_TOPIC = "_streamml_catalog"
 MODELS_TOPIC = "_streamml_models"
 
 

@@ -4,7 +4,9 @@ State lives per input partition in a DuckDB table keyed by the group key (and wi
 *partial* aggregate states. Each batch is pre-aggregated with one vectorised ``GROUP BY`` and merged with
 ``INSERT ... ON CONFLICT DO UPDATE``; the touched rows are the update output (and the changelog). Event
 time is ``ROWTIME`` or the source's TIMESTAMP column; stream time is the running maximum per partition, and
-a record whose window closed (window end + grace <= stream time) is counted as late and dropped.
+a record whose window closed (window end + grace <= stream time) is counted as late and dropped. With
+HAVING (and EMIT CHANGES), the rows a batch replaces are returned too, so that a key whose aggregate
+stops satisfying HAVING gets a tombstone. SESSION windows live in :mod:`streamml.sql.session`.
 """
 
 from __future__ import annotations

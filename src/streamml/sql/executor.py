@@ -58,8 +58,10 @@ class BatchResult:
     ``tombstones`` holds the key columns (``key_columns``, with ``WINDOWSTART``/``WINDOWEND`` for windowed
     aggregations) of table rows that were deleted by this batch: a key whose aggregate stopped satisfying
     HAVING, or a session window that was merged into another one. The runtime writes each as a record with
-    that key and a null value, timestamped by ``tombstone_timestamps``. Tombstone keys never equal the key
-    of a row of ``table``, so the order between the two does not matter; write tombstones first.
+    that key and a null value, timestamped by ``tombstone_timestamps``. No tombstone has all its key columns
+    equal to a row of ``table``, but a session tombstone can share ``WINDOWSTART`` with an update (the
+    session grew): write tombstones before the updates, or put ``WINDOWEND`` in session keys (as Kafka
+    Streams' session key format does).
     """
 
     table: pa.Table

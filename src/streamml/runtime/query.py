@@ -1,0 +1,314 @@
+"""One persistent query bound to Kafka: consume a micro-batch, decode, evaluate, encode, produce, commit.
+
+Commit order (exactly-once): within one Kafka transaction the worker produces the outputs, the tombstones
+and the dead letters, then the state snapshots of the partitions it touched (stateful queries), then sends
+the consumed offsets, then commits. A transaction spans the batches of one commit interval; it is committed
+early when partitions are revoked, and aborted (with the state reloaded) when anything in it fails.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from confluent_kafka import TopicPartition
+
+from streamml.config import Settings
+from streamml.errors import StreamMLError
+from streamml.kafka import Admin, BatchConsumer, Producer, RecordBatch, TransactionalProducer, client_config
+from streamml.runtime.changelog import Changelog
+from streamml.runtime.codec import DecodedBatch, SinkCodec, SourceCodec
+from streamml.runtime.deadletter import DeadLetters
+from streamml.runtime.metrics import QueryMetrics
+from streamml.runtime.naming import changelog_topic, dead_letter_topic, group_id
+from streamml.runtime.options import ErrorPolicy, Guarantee, RuntimeOptions
+from streamml.runtime.tables import TableFeed
+from streamml.sql import BatchResult, QueryPlan, Source
+from streamml.sql.plan import STREAM_STREAM_JOIN, STREAM_TABLE_JOIN
+
+log = logging.getLogger(__name__)
+
+#: how often an exactly-once worker commits its open transaction (as Kafka Streams does under EOS)
+COMMIT_INTERVAL_S = 0.1
+
+
+class QueryFailed(StreamMLError):
+    """A persistent query stopped because of an error its error policy says must stop it."""
+
+
+class PersistentQuery:
+    """Runs ``plan`` as a member of the query's consumer group until ``stop`` is set."""
+
+    def __init__(
+        self,
+        query_id: str,
+        plan: QueryPlan,
+        sink: Source,
+        settings: Settings,
+        options: RuntimeOptions | None = None,
+        metrics: QueryMetrics | None = None,
+        before_batch: Callable[[], dict[str, str]] | None = None,
+        properties: dict[str, str] | None = None,
+    ) -> None:
+        self.query_id = query_id
+        self.plan = plan
+        #: SET properties in force; persistent queries start at the earliest offset unless told otherwise
+        self.properties = {k.lower(): str(v) for k, v in (properties or {}).items()}
+        self.settings = settings
+        self.options = options or RuntimeOptions()
+        self.metrics = metrics or QueryMetrics(query_id)
+        #: called at each batch boundary (model hot swap); returns the model versions now in force
+        self.before_batch = before_batch
+        self.config = client_config(settings)
+        self.admin = Admin(self.config, timeout_s=settings.request_timeout_s)
+        self.exactly_once = self.options.guarantee is Guarantee.EXACTLY_ONCE
+        self.executor = plan.executor()
+        self.codecs = {s.topic: SourceCodec(s, settings) for s in plan.sources}
+        self.table_source = plan.join.right if plan.join is not None and plan.kind == STREAM_TABLE_JOIN else None
+        self.stream_topics = [s.topic for s in plan.sources if s is not self.table_source]
+        extra = [pa.field("LATENCY_MS", pa.int64())] if self.options.latency_column else []
+        self.sink_codec = SinkCodec(plan, sink, settings, extra)
+        self.sink_topic = sink.topic
+        self.dlq_topic = dead_letter_topic(query_id)
+        self.changelog = (
+            Changelog(self.config, self.admin, changelog_topic(query_id))
+            if plan.stateful and self.table_source is None
+            else None
+        )
+        self.admin.create_topic(self.dlq_topic, partitions=1, if_not_exists=True)
+        self._pending: dict[tuple[str, int], int] = {}
+        self._touched: set[int] = set()
+        self._txn_started = 0.0
+        self._lock = threading.RLock()
+        self.consumer: BatchConsumer | None = None
+        self.producer: Producer | None = None
+        self.table_feed: TableFeed | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------------------------
+    def _open(self) -> None:
+        reset = "latest" if self.properties.get("auto.offset.reset", "earliest").lower() == "latest" else "earliest"
+        if self.table_source is not None:
+            codec = self.codecs[self.table_source.topic]
+            self.table_feed = TableFeed(self.config, self.table_source, codec, self.executor, self._lock)
+            self.table_feed.bootstrap(self.options.max_batch)
+        if self.exactly_once:
+            txn_id = f"streamml-{self.query_id}-{uuid.uuid4().hex[:8]}"
+            self.producer = TransactionalProducer(self.config, txn_id, {"message.max.bytes": 64 * 1024 * 1024})
+        else:
+            self.producer = Producer(self.config)
+        self.consumer = BatchConsumer(
+            self.config,
+            self.stream_topics,
+            group_id=group_id(self.query_id),
+            start=reset,  # type: ignore[arg-type]
+            isolation="read_committed",
+            on_assign=self._assigned,
+            on_revoke=self._revoked,
+        )
+
+    def close(self) -> None:
+        """Commit what is open, leave the group, release clients."""
+        with self._lock:
+            try:
+                self._commit()
+            finally:
+                if self.consumer is not None:
+                    self.consumer.close()
+                if self.table_feed is not None:
+                    self.table_feed.close()
+                if self.producer is not None:
+                    self.producer.close()
+                self.consumer, self.producer, self.table_feed = None, None, None
+
+    def run(self, stop: threading.Event) -> None:
+        """Process batches until ``stop`` is set or a LIMIT is reached; always commits before returning."""
+        self._open()
+        assert self.consumer is not None
+        self.metrics.state = "RUNNING"
+        try:
+            while not stop.is_set() and not self.executor.done:
+                self.step()
+        finally:
+            self.close()
+
+    def step(self) -> int:
+        """Consume and process one micro-batch; returns how many records it held."""
+        assert self.consumer is not None
+        if self.table_feed is not None:
+            self.table_feed.follow(self.options.max_batch)
+        batch = self.consumer.poll_batch(self.options.max_batch, self.options.max_wait_ms / 1000)
+        with self._lock:
+            if len(batch):
+                self._process(batch)
+            if self._pending and (not self.exactly_once or time.monotonic() - self._txn_started >= COMMIT_INTERVAL_S):
+                self._commit()
+        return len(batch)
+
+    # -- rebalance ----------------------------------------------------------------------------------------
+    def _assigned(self, partitions: list[TopicPartition]) -> None:
+        if self.changelog is not None:
+            self.changelog.restore(self.executor, {tp.partition for tp in partitions})
+
+    def _revoked(self, partitions: list[TopicPartition]) -> None:
+        with self._lock:
+            self._commit()  # hand over the partitions with everything processed so far committed
+
+    # -- processing ---------------------------------------------------------------------------------------
+    def _process(self, batch: RecordBatch) -> None:
+        versions = self.before_batch() if self.before_batch is not None else {}
+        model_version = ",".join(f"{k}:{v}" for k, v in sorted(versions.items())) or None
+        dead = DeadLetters()
+        topics = batch.topics
+        if self.plan.kind == STREAM_STREAM_JOIN and len(set(topics)) > 1:
+            right_topic = self.plan.join.right.topic if self.plan.join else ""
+            mask = np.fromiter((t == right_topic for t in topics), bool, len(topics))
+            parts: list[tuple[str, np.ndarray | None]] = [
+                ("left", np.flatnonzero(~mask)),
+                ("right", np.flatnonzero(mask)),
+            ]
+        else:
+            side = "right" if self.plan.join is not None and topics[0] == self.plan.join.right.topic else "left"
+            parts = [(side, None)]
+        for side, rows in parts:
+            sub = batch if rows is None else _Subset(batch, rows)
+            self._process_side(sub, side, dead, model_version)  # type: ignore[arg-type]
+        if len(dead):
+            self._begin()
+            assert self.producer is not None
+            self.producer.produce_batch(self.dlq_topic, dead.values, dead.keys, headers=dead.headers)
+            self.metrics.dead_letters += len(dead)
+        self._begin()
+        for key, offset in batch.next_offsets().items():
+            self._pending[key] = offset
+        self.metrics.records_in += len(batch)
+        self.metrics.batches += 1
+        self.metrics.last_batch_size = len(batch)
+        if versions:
+            self.metrics.model_versions = versions
+
+    def _process_side(self, batch: RecordBatch, side: str, dead: DeadLetters, model_version: str | None) -> None:
+        codec = self.codecs[batch.topics[0] or ""]
+        decoded = codec.decode(batch)
+        self.metrics.tombstones_in += len(decoded.tombstones)
+        if decoded.failures:
+            self._reject(batch, decoded.failures, "decode", self.options.on_decode_error, dead, model_version)
+        if decoded.table.num_rows == 0:
+            return
+        result = self.executor.execute(decoded.table, decoded.meta, side=side)
+        self.metrics.cast_failures += result.counters.get("cast_failures", 0)
+        self.metrics.late += result.counters.get("late", 0)
+        if result.failures:
+            failures = [(int(decoded.rows[f.index]), f.reason) for f in result.failures]
+            self._reject(batch, failures, "evaluate", self.options.on_eval_error, dead, model_version)
+        self._touched.update(int(p) for p in np.unique(batch.partitions))
+        self._emit(result, decoded, batch, model_version)
+
+    def _emit(self, result: BatchResult, decoded: DecodedBatch, batch: RecordBatch, model_version: str | None) -> None:
+        if result.table.num_rows == 0 and result.tombstones.num_rows == 0:
+            return
+        self._begin()
+        assert self.producer is not None
+        if self.options.latency_column and result.table.num_rows:
+            now = int(time.time() * 1000)
+            latency = pa.array(now - result.timestamps.to_numpy(zero_copy_only=False).astype(np.int64))
+            result.table = result.table.append_column("LATENCY_MS", latency)
+        dead_tombs = self.sink_codec.tombstones(result)
+        if dead_tombs.values:
+            self.producer.produce_batch(self.sink_topic, dead_tombs.values, dead_tombs.keys)
+        if result.table.num_rows:
+            out = self.sink_codec.encode(result, batch.keys, decoded.rows)
+            headers: list[tuple[str, bytes | str]] = [("streamml.query", self.query_id.encode())]
+            if model_version is not None:
+                headers.append(("streamml.model.version", model_version.encode()))
+            self.producer.produce_batch(self.sink_topic, out.values, out.keys, headers=headers)
+            self.metrics.records_out += len(out.values)
+
+    def _reject(
+        self,
+        batch: RecordBatch,
+        failures: list[tuple[int, str]],
+        kind: str,
+        policy: ErrorPolicy,
+        dead: DeadLetters,
+        model_version: str | None,
+    ) -> None:
+        if policy is ErrorPolicy.FAIL:
+            row, reason = failures[0]
+            raise QueryFailed(
+                f"query {self.query_id}: {kind} failed at {batch.topics[row]}[{batch.partitions[row]}]@"
+                f"{batch.offsets[row]}: {reason}"
+            )
+        if policy is ErrorPolicy.SKIP:
+            self.metrics.skipped += len(failures)
+            log.debug("query %s skipped %d records (%s)", self.query_id, len(failures), kind)
+            return
+        dead.add(batch, [r for r, _ in failures], [m for _, m in failures], kind, self.query_id, model_version)
+
+    # -- transactions -------------------------------------------------------------------------------------
+    def _begin(self) -> None:
+        if isinstance(self.producer, TransactionalProducer) and not self.producer.in_transaction:
+            self.producer.begin()
+            self._txn_started = time.monotonic()
+
+    def _commit(self) -> None:
+        if not self._pending or self.producer is None or self.consumer is None:
+            return
+        if self.changelog is not None and self._touched:
+            self._begin()
+            self.changelog.write(self.producer, self.executor, self._touched)
+        if isinstance(self.producer, TransactionalProducer):
+            self.producer.send_offsets(self.consumer, self._pending)
+            self.producer.commit()
+        else:
+            self.producer.flush()
+            self.consumer.commit(self._pending)
+        self.metrics.transactions += 1
+        self._pending.clear()
+        self._touched.clear()
+
+
+class _Subset:
+    """The records at ``rows`` of a batch, with the same column interface as :class:`RecordBatch`."""
+
+    def __init__(self, batch: RecordBatch, rows: np.ndarray) -> None:
+        self._batch, self._rows = batch, rows
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def _pick(self, values: list[Any]) -> list[Any]:
+        return [values[i] for i in self._rows]
+
+    @property
+    def values(self) -> list[bytes | None]:
+        return self._pick(self._batch.values)
+
+    @property
+    def keys(self) -> list[bytes | None]:
+        return self._pick(self._batch.keys)
+
+    @property
+    def topics(self) -> list[str | None]:
+        return self._pick(self._batch.topics)
+
+    @property
+    def headers(self) -> list[Any]:
+        return self._pick(self._batch.headers)
+
+    @property
+    def timestamps(self) -> np.ndarray:
+        return self._batch.timestamps[self._rows]
+
+    @property
+    def partitions(self) -> np.ndarray:
+        return self._batch.partitions[self._rows]
+
+    @property
+    def offsets(self) -> np.ndarray:
+        return self._batch.offsets[self._rows]

@@ -1,0 +1,126 @@
+"""Runs the persistent queries of the catalog in this process, one thread each, and keeps them running.
+
+The runner follows the catalog topic: queries created later start, terminated ones stop. A query that fails
+is restarted with backoff (its state comes back from its changelog); its error stays visible in ``status``.
+Several runners (processes or machines) running the same queries share the partitions through the queries'
+consumer groups.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from streamml.config import Settings
+from streamml.runtime.catalog_store import CatalogStore, engine_from_state
+from streamml.runtime.metrics import QueryMetrics
+from streamml.runtime.options import RuntimeOptions
+from streamml.runtime.query import PersistentQuery
+from streamml.sql import SqlEngine
+
+log = logging.getLogger(__name__)
+
+RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
+
+
+@dataclass
+class _Running:
+    thread: threading.Thread
+    stop: threading.Event
+    metrics: QueryMetrics
+
+
+@dataclass
+class Runner:
+    """Runs ``only`` (default: every) persistent query of the catalog until :meth:`stop`."""
+
+    settings: Settings
+    options: RuntimeOptions = field(default_factory=RuntimeOptions)
+    only: Iterable[str] | None = None
+    refresh_s: float = 2.0
+    #: adds user or model functions to each engine that plans the stored queries
+    functions_hook: Callable[[SqlEngine], None] | None = None
+    #: per query: called at each batch boundary, returns the model versions in force (hot swap)
+    batch_hook: Callable[[str], Callable[[], dict[str, str]] | None] | None = None
+
+    def __post_init__(self) -> None:
+        self.store = CatalogStore(self.settings)
+        self._running: dict[str, _Running] = {}
+        self._stopped = threading.Event()
+        self._wanted = None if self.only is None else {q.upper() for q in self.only}
+
+    def run(self, stop: threading.Event | None = None) -> None:
+        """Start the queries and keep them in line with the catalog until ``stop`` (or :meth:`stop`)."""
+        stop = stop or self._stopped
+        try:
+            while not stop.is_set() and not self._stopped.is_set():
+                self.sync()
+                stop.wait(self.refresh_s)
+        finally:
+            self.shutdown()
+
+    def sync(self) -> None:
+        """Start queries that should run and stop those that were terminated."""
+        state = self.store.load()
+        engine = SqlEngine.with_plugins()
+        if self.functions_hook is not None:
+            self.functions_hook(engine)
+        engine = engine_from_state(state, engine)
+        wanted = {q for q in engine.queries if self._wanted is None or q.upper() in self._wanted}
+        for query_id in list(self._running):
+            if query_id not in wanted:
+                log.info("query %s was terminated; stopping it", query_id)
+                self._stop_one(query_id)
+        for query_id in sorted(wanted - set(self._running)):
+            plan = engine.queries[query_id]
+            assert plan.sink is not None
+            sink = engine.catalog.get(plan.sink.name)
+            metrics = QueryMetrics(query_id)
+            stop_event = threading.Event()
+            hook = self.batch_hook(query_id) if self.batch_hook is not None else None
+            thread = threading.Thread(
+                target=self._supervise,
+                args=(query_id, plan, sink, stop_event, metrics, hook, dict(state.properties)),
+                name=f"query-{query_id}",
+                daemon=True,
+            )
+            self._running[query_id] = _Running(thread, stop_event, metrics)
+            thread.start()
+
+    def _supervise(self, query_id, plan, sink, stop, metrics, hook, properties) -> None:  # type: ignore[no-untyped-def]
+        failures = 0
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                PersistentQuery(query_id, plan, sink, self.settings, self.options, metrics, hook, properties).run(stop)
+                metrics.state = "STOPPED" if stop.is_set() else "DONE"
+                return
+            except Exception as exc:
+                failures = 0 if time.monotonic() - started > 60 else failures + 1
+                metrics.state, metrics.error = "ERROR", str(exc)
+                delay = RESTART_BACKOFF_S[min(failures, len(RESTART_BACKOFF_S) - 1)]
+                log.error("query %s failed (%s); restarting in %.0f s", query_id, exc, delay)
+                stop.wait(delay)
+
+    def _stop_one(self, query_id: str, timeout_s: float = 30.0) -> None:
+        running = self._running.pop(query_id)
+        running.stop.set()
+        running.thread.join(timeout_s)
+
+    def status(self) -> list[QueryMetrics]:
+        """Metrics of the queries this runner runs."""
+        return [r.metrics for r in self._running.values()]
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    def shutdown(self) -> None:
+        """Stop every query: each finishes its batch, commits and leaves its group."""
+        for running in self._running.values():
+            running.stop.set()
+        for query_id in list(self._running):
+            self._running[query_id].thread.join(60)
+        self._running.clear()

@@ -1,0 +1,55 @@
+"""The table side of stream-table joins: read the table's topic to its end first, then keep following it."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from streamml.kafka import BatchConsumer, RecordBatch
+from streamml.runtime.codec import SourceCodec
+from streamml.sql import QueryExecutor, Source
+
+
+class TableFeed:
+    """Keeps ``executor``'s table state equal to the latest value per key of ``source``'s topic."""
+
+    def __init__(
+        self, config: dict[str, Any], source: Source, codec: SourceCodec, executor: QueryExecutor, lock: threading.RLock
+    ) -> None:
+        self.source, self.codec, self.executor, self.lock = source, codec, executor, lock
+        self.reader = BatchConsumer(config, [source.topic], track_end=True)
+
+    def bootstrap(self, max_batch: int, timeout_s: float = 120.0) -> None:
+        """Apply everything up to the current end of the table's topic."""
+        deadline = time.monotonic() + timeout_s
+        while not self.reader.reached_end() and time.monotonic() < deadline:
+            self.apply(self.reader.poll_batch(max_batch, 0.2))
+
+    def follow(self, max_batch: int) -> None:
+        """Apply whatever arrived since the last call, without waiting."""
+        self.apply(self.reader.poll_batch(max_batch, 0.0))
+
+    def apply(self, batch: RecordBatch) -> None:
+        if not len(batch):
+            return
+        decoded = self.codec.decode(batch)
+        rows, parts, mask = decoded.table, decoded.meta["ROWPARTITION"], None
+        if len(decoded.tombstones) and self.codec.key is not None:  # deletes: key columns, flagged in the mask
+            keys = self.codec.key.decode([batch.keys[i] for i in decoded.tombstones])
+            deletes = keys.table
+            for f in rows.schema:
+                if f.name not in deletes.column_names:
+                    deletes = deletes.append_column(f, pa.nulls(deletes.num_rows, f.type))
+            rows = pa.concat_tables([rows, deletes.select(rows.column_names)])
+            parts = pa.concat_arrays([parts, pa.array(batch.partitions[decoded.tombstones[keys.indices]])])
+            mask = np.concatenate([np.zeros(decoded.table.num_rows, bool), np.ones(deletes.num_rows, bool)])
+        if rows.num_rows:
+            with self.lock:
+                self.executor.update_table(rows, tombstones=mask, partition=parts)
+
+    def close(self) -> None:
+        self.reader.close()

@@ -1,0 +1,127 @@
+"""Persistent and transient queries on the real broker, with the statements of the public KSQL demos."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pyarrow as pa
+import pytest
+
+from streamml.kafka import Admin, BatchConsumer
+from streamml.runtime.deadletter import header_dict
+from streamml.runtime.naming import dead_letter_topic
+from streamml.runtime.session import Session, wait_for
+from tests.runtime.conftest import produce_table, pull_until, running
+
+pytestmark = pytest.mark.broker
+
+V = ", ".join(f"V{i} double" for i in range(1, 29))
+V_NAMES = ", ".join(f"V{i}" for i in range(1, 29))
+
+
+def fraud_rows(n: int, empty_class_at: set[int]) -> list[bytes]:
+    rows = []
+    for i in range(n):
+        vs = ",".join(f"{(i + j) / 10:.1f}" for j in range(28))
+        cls = "" if i in empty_class_at else str(i % 2)
+        rows.append(f"{i},2026-01-01 00:00:{i:02d},user{i % 3},{i},{vs},{i * 1.5},{cls}".encode())
+    return rows
+
+
+def create_source(session: Session, topic: str) -> None:
+    session.execute(
+        f"CREATE STREAM creditcardfraud_source (Id bigint, Timestamp varchar, User varchar, Time int, {V}, "
+        f"Amount double, Class string) WITH (kafka_topic='{topic}', value_format='DELIMITED', KEY='Id');"
+    )
+
+
+def test_delimited_to_avro_drops_unlabelled(session: Session, kafka_config: dict, topic: Callable[..., str], unique: Callable[[str], str]) -> None:
+    source, sink = topic(partitions=2), unique("preprocessed")
+    from streamml.kafka import Producer
+
+    with Producer(kafka_config) as producer:
+        producer.produce_batch(source, fraud_rows(20, {3, 11}), [str(i).encode() for i in range(20)])
+    create_source(session, source)
+    outcomes = session.execute(
+        f"CREATE STREAM creditcardfraud_preprocessed_avro WITH (VALUE_FORMAT='AVRO', KAFKA_TOPIC='{sink}') "
+        f"AS SELECT Time, {V_NAMES}, Amount, Class FROM creditcardfraud_source WHERE Class IS NOT NULL;"
+    )
+    assert outcomes[0].result.query_id is not None
+    with running(session):
+        out = pull_until(session, "SELECT * FROM creditcardfraud_preprocessed_avro;", 18)
+    assert out.num_rows == 18
+    assert sorted(out.column("TIME").to_pylist()) == [i for i in range(20) if i not in {3, 11}]
+    assert "CLASS" in out.column_names and "USER" not in out.column_names
+    described = session.execute("DESCRIBE creditcardfraud_preprocessed_avro EXTENDED;")[0].message
+    assert "AVRO" in described
+
+
+def test_push_query_masks_and_defaults(session: Session, kafka_config: dict, topic: Callable[..., str]) -> None:
+    source = topic()
+    from streamml.kafka import Producer
+
+    with Producer(kafka_config) as producer:
+        producer.produce_batch(source, fraud_rows(5, {2}))
+    create_source(session, source)
+    session.execute("SET 'auto.offset.reset'='earliest';")
+    masked = session.execute("SELECT Id, MASK_LEFT(User, 2) AS masked FROM creditcardfraud_source EMIT CHANGES LIMIT 5;")[0].rows
+    assert masked is not None
+    assert masked.column("MASKED").to_pylist() == ["xxer0", "xxer1", "xxer2", "xxer0", "xxer1"]
+    labels = session.execute("SELECT Id, IFNULL(Class, '-1') AS label FROM creditcardfraud_source EMIT CHANGES LIMIT 5;")[0].rows
+    assert labels is not None
+    assert labels.column("LABEL").to_pylist() == ["0", "1", "-1", "1", "0"]
+
+
+def test_stream_table_join(session: Session, kafka_config: dict, topic: Callable[..., str], unique: Callable[[str], str]) -> None:
+    source, users_topic, sink = topic(), topic(), unique("enriched")
+    from streamml.kafka import Producer
+
+    session.execute(
+        f"CREATE TABLE users (userid varchar PRIMARY KEY, gender varchar, regionid varchar) "
+        f"WITH (kafka_topic='{users_topic}', value_format='AVRO');"
+    )
+    users = pa.table({"GENDER": ["F", "M"], "REGIONID": ["r1", "r2"]})
+    produce_table(kafka_config, users_topic, users, "AVRO", keys=[b"user0", b"user1"])
+    with Producer(kafka_config) as producer:
+        producer.produce_batch(source, fraud_rows(6, set()))
+    create_source(session, source)
+    session.execute(
+        f"CREATE STREAM enriched WITH (KAFKA_TOPIC='{sink}', VALUE_FORMAT='JSON') AS SELECT c.Id, c.User, u.gender, u.regionid "
+        "FROM creditcardfraud_source c INNER JOIN users u ON c.User = u.userid;"
+    )
+    with running(session):
+        out = pull_until(session, "SELECT * FROM enriched;", 4)
+    rows = sorted(out.to_pylist(), key=lambda r: r["ID"])
+    assert [r["ID"] for r in rows] == [0, 1, 3, 4]  # user2 has no row in the table: inner join drops it
+    assert [r["GENDER"] for r in rows] == ["F", "M", "F", "M"]
+
+
+def test_malformed_records_are_dead_lettered(session: Session, kafka_config: dict, topic: Callable[..., str], unique: Callable[[str], str], admin: Admin) -> None:
+    source, sink = topic(), unique("clean")
+    from streamml.kafka import Producer
+
+    good = fraud_rows(4, set())
+    with Producer(kafka_config) as producer:
+        producer.produce_batch(source, [good[0], b"1,not enough,fields", good[1], b"x,2026,u,notanint," + b"1," * 29 + b"0", good[2]])
+    create_source(session, source)
+    query_id = session.execute(
+        f"CREATE STREAM clean WITH (KAFKA_TOPIC='{sink}') AS SELECT Id, Amount FROM creditcardfraud_source;"
+    )[0].result.query_id
+    assert query_id is not None
+    with running(session):
+        out = pull_until(session, "SELECT * FROM clean;", 3)
+        dlq = dead_letter_topic(query_id)
+        assert wait_for(lambda: admin.exists(dlq) and admin.watermarks(dlq)[0][1] >= 2, 30)
+    assert sorted(out.column("ID").to_pylist()) == [0, 1, 2]
+    with BatchConsumer(kafka_config, [dlq], track_end=True) as reader:
+        letters = []
+        while not reader.reached_end():
+            batch = reader.poll_batch(100, 0.5)
+            letters += [(v, header_dict(h)) for v, h in zip(batch.values, batch.headers, strict=True)]
+    assert [v for v, _ in letters] == [b"1,not enough,fields", b"x,2026,u,notanint," + b"1," * 29 + b"0"]
+    headers = letters[0][1]
+    assert headers["streamml.error.kind"] == "decode"
+    assert headers["streamml.source.topic"] == source
+    assert headers["streamml.source.offset"] == "1"
+    assert headers["streamml.query"] == query_id
+    assert "field" in headers["streamml.error.message"].lower()
