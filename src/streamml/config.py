@@ -12,6 +12,7 @@ through ``kafka_properties``; secret values among them are kept as ``SecretStr``
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +53,14 @@ class Settings(BaseSettings):
         default_factory=dict, description="Secret librdkafka properties (sasl.password, ...)."
     )
     schema_registry_url: str | None = Field(default=None, description="Confluent-compatible schema registry.")
-    catalog_topic: str = Field(
-        default="_streamml_catalog", description="Compacted topic holding the SQL catalog (one per deployment)."
+    service_id: str = Field(
+        default="streamml",
+        pattern=r"^[A-Za-z0-9._-]+$",
+        description="Names this deployment: prefixes its catalog topic, consumer groups and internal topics.",
+    )
+    worker_id: str = Field(
+        default_factory=socket.gethostname,
+        description="Stable identity of this worker process; keeps its transactional ids across restarts.",
     )
     request_timeout_s: float = Field(default=10.0, gt=0, description="Timeout of admin and metadata calls.")
 
@@ -75,6 +82,11 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+    @property
+    def catalog_topic(self) -> str:
+        """Compacted topic holding this deployment's SQL catalog."""
+        return f"_{self.service_id}_catalog"
 
     def client_config(self, bootstrap: str, **overrides: Any) -> dict[str, Any]:
         """librdkafka configuration for a client of this cluster: pass-through properties, secrets, overrides."""

@@ -114,3 +114,11 @@ def test_encode_uses_schema_order() -> None:
 def test_misconfiguration(schema: pa.Schema | None, kwargs: dict[str, str], match: str) -> None:
     with pytest.raises(FormatError, match=match):
         DelimitedFormat(schema, **kwargs)
+
+
+def test_record_larger_than_a_read_block() -> None:
+    fmt = DelimitedFormat(pa.schema([("a", pa.string()), ("b", pa.int64())]))
+    big = "x" * 3_000_000
+    decoded = fmt.decode([b"y,1", f'"{big}",2'.encode(), b"z,3"])
+    assert decoded.all_ok
+    assert decoded.table.column("b").to_pylist() == [1, 2, 3]

@@ -222,3 +222,16 @@ def test_spelling_learned_from_later_records_when_first_lacks_a_field() -> None:
         {"V1": 1.0, "Amount": None, "Label": None},
         {"V1": 2.0, "Amount": 3.0, "Label": "x"},
     ]
+
+
+def test_without_schema_conflicting_types_fail_not_raise() -> None:
+    decoded = JsonFormat().decode([b'{"a": 1}', b'{"a": "x"}', b'{"a": 2}'])
+    assert decoded.table.num_rows + len(decoded.failures) == 3
+    assert decoded.failures and "types differ" in decoded.failures[0].reason
+
+
+def test_record_larger_than_a_read_block() -> None:
+    schema = pa.schema([("a", pa.string()), ("b", pa.int64())])
+    fmt = JsonFormat(schema)
+    table = pa.table({"a": ["x" * 3_000_000, "q"], "b": [1, 2]}, schema=schema)
+    assert fmt.decode(fmt.encode(table)).table.equals(table)

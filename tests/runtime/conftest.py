@@ -18,7 +18,7 @@ from streamml.runtime.session import Session, wait_for
 @pytest.fixture
 def session(kafka_settings: Settings, unique: Callable[[str], str]) -> Session:
     """A session whose catalog lives in a topic of its own, so tests do not see each other's streams."""
-    return Session(kafka_settings.model_copy(update={"catalog_topic": unique("catalog")}))
+    return Session(kafka_settings.model_copy(update={"service_id": unique("svc")}))
 
 
 @contextmanager

@@ -35,7 +35,9 @@ def create_source(session: Session, topic: str) -> None:
     )
 
 
-def test_delimited_to_avro_drops_unlabelled(session: Session, kafka_config: dict, topic: Callable[..., str], unique: Callable[[str], str]) -> None:
+def test_delimited_to_avro_drops_unlabelled(
+    session: Session, kafka_config: dict, topic: Callable[..., str], unique: Callable[[str], str]
+) -> None:
     source, sink = topic(partitions=2), unique("preprocessed")
     from streamml.kafka import Producer
 
@@ -64,15 +66,21 @@ def test_push_query_masks_and_defaults(session: Session, kafka_config: dict, top
         producer.produce_batch(source, fraud_rows(5, {2}))
     create_source(session, source)
     session.execute("SET 'auto.offset.reset'='earliest';")
-    masked = session.execute("SELECT Id, MASK_LEFT(User, 2) AS masked FROM creditcardfraud_source EMIT CHANGES LIMIT 5;")[0].rows
+    masked = session.execute(
+        "SELECT Id, MASK_LEFT(User, 2) AS masked FROM creditcardfraud_source EMIT CHANGES LIMIT 5;"
+    )[0].rows
     assert masked is not None
     assert masked.column("MASKED").to_pylist() == ["xxer0", "xxer1", "xxer2", "xxer0", "xxer1"]
-    labels = session.execute("SELECT Id, IFNULL(Class, '-1') AS label FROM creditcardfraud_source EMIT CHANGES LIMIT 5;")[0].rows
+    labels = session.execute(
+        "SELECT Id, IFNULL(Class, '-1') AS label FROM creditcardfraud_source EMIT CHANGES LIMIT 5;"
+    )[0].rows
     assert labels is not None
     assert labels.column("LABEL").to_pylist() == ["0", "1", "-1", "1", "0"]
 
 
-def test_stream_table_join(session: Session, kafka_config: dict, topic: Callable[..., str], unique: Callable[[str], str]) -> None:
+def test_stream_table_join(
+    session: Session, kafka_config: dict, topic: Callable[..., str], unique: Callable[[str], str]
+) -> None:
     source, users_topic, sink = topic(), topic(), unique("enriched")
     from streamml.kafka import Producer
 
@@ -96,13 +104,17 @@ def test_stream_table_join(session: Session, kafka_config: dict, topic: Callable
     assert [r["GENDER"] for r in rows] == ["F", "M", "F", "M"]
 
 
-def test_malformed_records_are_dead_lettered(session: Session, kafka_config: dict, topic: Callable[..., str], unique: Callable[[str], str], admin: Admin) -> None:
+def test_malformed_records_are_dead_lettered(
+    session: Session, kafka_config: dict, topic: Callable[..., str], unique: Callable[[str], str], admin: Admin
+) -> None:
     source, sink = topic(), unique("clean")
     from streamml.kafka import Producer
 
     good = fraud_rows(4, set())
     with Producer(kafka_config) as producer:
-        producer.produce_batch(source, [good[0], b"1,not enough,fields", good[1], b"x,2026,u,notanint," + b"1," * 29 + b"0", good[2]])
+        producer.produce_batch(
+            source, [good[0], b"1,not enough,fields", good[1], b"x,2026,u,notanint," + b"1," * 29 + b"0", good[2]]
+        )
     create_source(session, source)
     query_id = session.execute(
         f"CREATE STREAM clean WITH (KAFKA_TOPIC='{sink}') AS SELECT Id, Amount FROM creditcardfraud_source;"
@@ -110,7 +122,7 @@ def test_malformed_records_are_dead_lettered(session: Session, kafka_config: dic
     assert query_id is not None
     with running(session):
         out = pull_until(session, "SELECT * FROM clean;", 3)
-        dlq = dead_letter_topic(query_id)
+        dlq = dead_letter_topic(session.settings.service_id, query_id)
         assert wait_for(lambda: admin.exists(dlq) and admin.watermarks(dlq)[0][1] >= 2, 30)
     assert sorted(out.column("ID").to_pylist()) == [0, 1, 2]
     with BatchConsumer(kafka_config, [dlq], track_end=True) as reader:

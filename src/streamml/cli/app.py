@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from streamml.cli import consume_cmd, demo_cmd, kafka_cmd, produce_cmd, topic_cmd
+from streamml.cli import consume_cmd, demo_cmd, dlq_cmd, kafka_cmd, produce_cmd, sql_cmd, topic_cmd
 from streamml.cli.errors import fail
 from streamml.cli.state import AppState
 
@@ -22,6 +22,9 @@ app = typer.Typer(
 app.add_typer(kafka_cmd.app, name="kafka")
 app.add_typer(topic_cmd.app, name="topic")
 app.add_typer(demo_cmd.app, name="demo")
+app.add_typer(dlq_cmd.app, name="dlq")
+app.command("sql")(sql_cmd.sql)
+app.command("run")(sql_cmd.run)
 app.command("produce")(produce_cmd.produce)
 app.command("consume")(consume_cmd.consume)
 

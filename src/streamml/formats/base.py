@@ -85,10 +85,11 @@ def decode_isolating(
     failures: list[DecodeFailure] = []
     rejected = rejected or {}
     failures.extend(DecodeFailure(i, reason) for i, reason in rejected.items())
+    positions: Sequence[int]
     if rejected or None in values:
         positions = [i for i, v in enumerate(values) if v is not None and i not in rejected]
     else:
-        positions = list(range(len(values)))
+        positions = range(len(values))
     if len(positions) + len(rejected) != len(values):
         failures.extend(DecodeFailure(i, TOMBSTONE_REASON) for i, v in enumerate(values) if v is None)
     tables: list[pa.Table] = []
@@ -128,7 +129,11 @@ def decode_isolating(
             run(mid, hi)
             return
         tables.append(table)
-        kept.append(np.asarray(positions[lo:hi], dtype=np.int64))
+        span = positions[lo:hi]
+        if isinstance(span, range):
+            kept.append(np.arange(span.start, span.stop, dtype=np.int64))
+        else:
+            kept.append(np.asarray(span, dtype=np.int64))
 
     if singles:
         single_set = set(singles)
@@ -143,14 +148,35 @@ def decode_isolating(
             run(start, len(positions))
     elif positions:
         run(0, len(positions))
-    failures.sort(key=lambda f: f.index)
     if tables:
-        table = tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="permissive")
-        indices = np.concatenate(kept)
+        table, indices = _combine(tables, kept, failures)
     else:
         table = schema.empty_table() if schema is not None else pa.table({})
         indices = np.empty(0, dtype=np.int64)
+    failures.sort(key=lambda f: f.index)
     return Decoded(table=table, indices=indices, failures=failures)
+
+
+def _combine(
+    tables: list[pa.Table], kept: list[np.ndarray], failures: list[DecodeFailure]
+) -> tuple[pa.Table, np.ndarray]:
+    """Concatenate decoded chunks; a chunk whose types cannot join the others (inferred schemas) fails."""
+    if len(tables) == 1:
+        return tables[0], kept[0]
+    try:
+        return pa.concat_tables(tables, promote_options="permissive"), np.concatenate(kept)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        pass
+    table, indices = tables[0], [kept[0]]
+    for chunk, positions in zip(tables[1:], kept[1:], strict=True):
+        try:
+            table = pa.concat_tables([table, chunk], promote_options="permissive")
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+            reason = f"types differ from the rest of the batch: {_reason(exc)}"
+            failures.extend(DecodeFailure(int(i), reason) for i in positions)
+            continue
+        indices.append(positions)
+    return table, np.concatenate(indices)
 
 
 def _reason(exc: Exception) -> str:

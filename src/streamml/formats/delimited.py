@@ -98,9 +98,13 @@ class DelimitedFormat(Format):
         if len(chunk) == 1 and self._needs_tokenizer(chunk[0]):
             return self._decode_tokenized(chunk[0])
         buf = b"\n".join([*chunk, b""])  # the final line break keeps a trailing empty record
+        longest = max(map(len, chunk))
+        read_options = self._read_options
+        if longest + 2 > read_options.block_size:
+            read_options = pacsv.ReadOptions(column_names=self._schema.names, use_threads=True, block_size=longest + 2)
         table = pacsv.read_csv(
             pa.BufferReader(buf),
-            read_options=self._read_options,
+            read_options=read_options,
             parse_options=self._parse_options,
             convert_options=self._convert_options,
         )

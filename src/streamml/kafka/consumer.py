@@ -133,6 +133,8 @@ class BatchConsumer:
             "queued.max.messages.kbytes": 256 * 1024,
             "fetch.wait.max.ms": 100,
             "partition.assignment.strategy": "cooperative-sticky",
+            "session.timeout.ms": 10_000,
+            "heartbeat.interval.ms": 1_000,
         }
         conf.update(properties or {})
         try:

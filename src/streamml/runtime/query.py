@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -26,7 +25,7 @@ from streamml.runtime.changelog import Changelog
 from streamml.runtime.codec import DecodedBatch, SinkCodec, SourceCodec
 from streamml.runtime.deadletter import DeadLetters
 from streamml.runtime.metrics import QueryMetrics
-from streamml.runtime.naming import changelog_topic, dead_letter_topic, group_id
+from streamml.runtime.naming import changelog_topic, dead_letter_topic, group_id, transactional_id
 from streamml.runtime.options import ErrorPolicy, Guarantee, RuntimeOptions
 from streamml.runtime.tables import TableFeed
 from streamml.sql import BatchResult, QueryPlan, Source
@@ -75,9 +74,9 @@ class PersistentQuery:
         extra = [pa.field("LATENCY_MS", pa.int64())] if self.options.latency_column else []
         self.sink_codec = SinkCodec(plan, sink, settings, extra)
         self.sink_topic = sink.topic
-        self.dlq_topic = dead_letter_topic(query_id)
+        self.dlq_topic = dead_letter_topic(settings.service_id, query_id)
         self.changelog = (
-            Changelog(self.config, self.admin, changelog_topic(query_id))
+            Changelog(self.config, self.admin, changelog_topic(settings.service_id, query_id))
             if plan.stateful and self.table_source is None
             else None
         )
@@ -98,14 +97,15 @@ class PersistentQuery:
             self.table_feed = TableFeed(self.config, self.table_source, codec, self.executor, self._lock)
             self.table_feed.bootstrap(self.options.max_batch)
         if self.exactly_once:
-            txn_id = f"streamml-{self.query_id}-{uuid.uuid4().hex[:8]}"
-            self.producer = TransactionalProducer(self.config, txn_id, {"message.max.bytes": 64 * 1024 * 1024})
+            txn_id = transactional_id(self.settings.service_id, self.query_id, self.settings.worker_id)
+            props = {"message.max.bytes": 64 * 1024 * 1024, "transaction.timeout.ms": 10_000}
+            self.producer = TransactionalProducer(self.config, txn_id, props)
         else:
             self.producer = Producer(self.config)
         self.consumer = BatchConsumer(
             self.config,
             self.stream_topics,
-            group_id=group_id(self.query_id),
+            group_id=group_id(self.settings.service_id, self.query_id),
             start=reset,  # type: ignore[arg-type]
             isolation="read_committed",
             on_assign=self._assigned,

@@ -1,0 +1,168 @@
+"""``streamml models``: list, show, register, promote, roll back, delete and export model versions.
+
+Alias moves and deletions are published to the control topic, where scoring workers pick them up.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from streamml.cli.state import state
+from streamml.cli.train_cmd import print_metrics
+from streamml.errors import KafkaError, RegistryError
+from streamml.models.card import ModelCard
+from streamml.models.events import ModelEvent
+from streamml.models.registry import DEFAULT_ALIAS, ModelRef, Registry
+
+app = typer.Typer(help="Manage registered models.", no_args_is_help=True)
+out = Console(highlight=False)
+
+_PUBLISH = typer.Option(True, "--publish/--no-publish", help="Publish the event to the control topic.")
+
+
+def registry(ctx: typer.Context) -> Registry:
+    from streamml.runtime.training import default_registry
+
+    return default_registry(state(ctx).settings)
+
+
+def _publish(ctx: typer.Context, events: list[ModelEvent], publish: bool) -> None:
+    if not publish or not events:
+        return
+    from streamml.runtime.control import publish_events
+
+    try:
+        publish_events(state(ctx).settings, events)
+    except KafkaError as exc:
+        raise KafkaError(
+            f"the registry changed but its event was not published: {exc.message}",
+            hint="workers keep their current model until the event is published; retry the command",
+        ) from exc
+    for event in events:
+        out.print(f"published {event.action} {event.key} -> {event.version}", markup=False)
+
+
+def _versioned(ref: str) -> ModelRef:
+    parsed = ModelRef.parse(ref)
+    if parsed.version is None:
+        raise RegistryError(f"'{ref}' names no version", hint="use NAME:VERSION, e.g. fraud:3")
+    return parsed
+
+
+@app.command("list")
+def list_(ctx: typer.Context) -> None:
+    """Registered models: versions, aliases, latest recipe."""
+    reg = registry(ctx)
+    table = Table("model", "versions", "latest", "aliases", "recipe", "created")
+    for name in reg.list():
+        manifest = reg.manifest(name)
+        if not manifest.versions:
+            continue
+        latest = manifest.versions[-1]
+        card = reg.get(f"{name}:{latest.version}").card
+        aliases = ", ".join(f"{a}={v}" for a, v in sorted(manifest.aliases.items())) or "-"
+        table.add_row(name, str(len(manifest.versions)), str(latest.version), aliases, card.recipe or card.framework,
+                      latest.created.strftime("%Y-%m-%d %H:%M"))  # fmt: skip
+    out.print(table)
+
+
+@app.command()
+def show(ctx: typer.Context, ref: str = typer.Argument(..., help="NAME, NAME:VERSION or NAME@ALIAS.")) -> None:
+    """Metrics, lineage, output type and plot paths of a version."""
+    version = registry(ctx).get(ref)
+    card = version.card
+    out.print(f"[bold]{version.ref}[/]  aliases: {', '.join(version.aliases) or '-'}")
+    out.print(f"  recipe: {card.recipe or '-'}  framework: {card.framework} {card.framework_version or ''}".rstrip())
+    out.print(f"  created: {card.created.isoformat(timespec='seconds')}", markup=False)
+    out.print(f"  features ({len(card.features)}): {', '.join(card.features)}", markup=False)
+    out.print(f"  label: {card.label or '-'}  output: {card.sql_type}", markup=False)
+    out.print(f"  artifact: {version.model_uri}", markup=False)
+    print_metrics(version)
+    lineage = card.lineage
+    out.print("[bold]lineage[/]")
+    out.print(f"  source: {lineage.source or '-'}  rows: {lineage.rows if lineage.rows is not None else '-'}",
+              markup=False)  # fmt: skip
+    for part in lineage.partitions:
+        out.print(f"  partition {part.partition}: offsets [{part.start}, {part.end})", markup=False)
+    if lineage.time_start is not None or lineage.time_end is not None:
+        start = lineage.time_start.isoformat() if lineage.time_start else "-"
+        end = lineage.time_end.isoformat() if lineage.time_end else "-"
+        out.print(f"  time: {start} .. {end}", markup=False)
+    if lineage.sql:
+        out.print(f"  sql: {lineage.sql}", markup=False)
+    if lineage.value_schema:
+        out.print(f"  value schema: {lineage.value_schema}", markup=False)
+    if version.plot_uris:
+        out.print("[bold]plots[/]")
+        for path in version.plot_uris:
+            out.print(f"  {path}", markup=False)
+
+
+@app.command()
+def register(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Model name."),
+    artifact: Path = typer.Argument(..., help="ONNX file to register."),
+    card: Path | None = typer.Option(None, "--card", help="card.json to store with it."),
+) -> None:
+    """Check an ONNX file (it must load and run) and register it as a new version."""
+    parsed = ModelCard.from_json(card.read_bytes()) if card is not None else None
+    version = registry(ctx).register(name, artifact, parsed)
+    out.print(f"registered [bold]{version.ref}[/] ({version.card.sql_type})")
+
+
+@app.command()
+def promote(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Model name."),
+    version: int = typer.Argument(..., min=1, help="Version to promote."),
+    alias: str = typer.Option(DEFAULT_ALIAS, "--alias", "-a", help="Alias to move."),
+    publish: bool = _PUBLISH,
+) -> None:
+    """Point ALIAS (production) at VERSION."""
+    event = registry(ctx).promote(name, version, alias)
+    out.print(f"{name}@{alias} -> {version} (was {event.previous_version or 'none'})", markup=False)
+    _publish(ctx, [event], publish)
+
+
+@app.command()
+def rollback(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Model name."),
+    alias: str = typer.Option(DEFAULT_ALIAS, "--alias", "-a", help="Alias to move back."),
+    publish: bool = _PUBLISH,
+) -> None:
+    """Point ALIAS back at the version it named before."""
+    event = registry(ctx).rollback(name, alias)
+    out.print(f"{name}@{alias} -> {event.version} (was {event.previous_version})", markup=False)
+    _publish(ctx, [event], publish)
+
+
+@app.command()
+def delete(
+    ctx: typer.Context,
+    ref: str = typer.Argument(..., help="NAME:VERSION to delete."),
+    force: bool = typer.Option(False, "--force", help="Delete even if an alias points at it (the alias goes)."),
+    publish: bool = _PUBLISH,
+) -> None:
+    """Delete one version (its number is never reused)."""
+    parsed = _versioned(ref)
+    assert parsed.version is not None
+    events = registry(ctx).delete(parsed.name, parsed.version, force=force)
+    out.print(f"deleted {parsed.name}:{parsed.version}", markup=False)
+    _publish(ctx, events, publish)
+
+
+@app.command()
+def export(
+    ctx: typer.Context,
+    ref: str = typer.Argument(..., help="NAME:VERSION (or NAME@ALIAS) to export."),
+    destination: str = typer.Argument(..., help="Folder (path or fsspec URL)."),
+) -> None:
+    """Copy model.onnx, card.json and plots of a version to a folder."""
+    written = registry(ctx).export(ref, destination)
+    out.print(f"exported {ref} to {written}", markup=False)
