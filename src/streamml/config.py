@@ -53,6 +53,9 @@ class Settings(BaseSettings):
         default_factory=dict, description="Secret librdkafka properties (sasl.password, ...)."
     )
     schema_registry_url: str | None = Field(default=None, description="Confluent-compatible schema registry.")
+    registry_url: str | None = Field(
+        default=None, description="Model registry: a folder or fsspec URL (default: <home>/registry)."
+    )
     service_id: str = Field(
         default="streamml",
         pattern=r"^[A-Za-z0-9._-]+$",
@@ -82,6 +85,11 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+    @property
+    def registry_root(self) -> str:
+        """Where the model registry lives."""
+        return self.registry_url or str(self.home / "registry")
 
     @property
     def catalog_topic(self) -> str:

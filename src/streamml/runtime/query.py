@@ -205,7 +205,11 @@ class PersistentQuery:
         self.metrics.late += result.counters.get("late", 0)
         if result.failures:
             failures = [(int(decoded.rows[f.index]), f.reason) for f in result.failures]
-            self._reject(batch, failures, "evaluate", self.options.on_eval_error, dead, model_version)
+            predict = [f for f in failures if "PREDICT(" in f[1]]
+            evaluate = [f for f in failures if "PREDICT(" not in f[1]]
+            for kind, group in (("predict", predict), ("evaluate", evaluate)):
+                if group:
+                    self._reject(batch, group, kind, self.options.on_eval_error, dead, model_version)
         self._touched.update(int(p) for p in np.unique(batch.partitions))
         self._emit(result, decoded, batch, model_version)
 

@@ -18,6 +18,7 @@ from streamml.config import Settings
 from streamml.runtime.catalog_store import CatalogStore, engine_from_state
 from streamml.runtime.metrics import QueryMetrics
 from streamml.runtime.options import RuntimeOptions
+from streamml.runtime.predict import ControlFollower, ModelProvider, provider_for
 from streamml.runtime.query import PersistentQuery
 from streamml.sql import SqlEngine
 
@@ -48,6 +49,13 @@ class Runner:
 
     def __post_init__(self) -> None:
         self.store = CatalogStore(self.settings)
+        self.provider: ModelProvider | None = None
+        self.follower: ControlFollower | None = None
+        if self.functions_hook is None:  # PREDICT over the registry, swapping versions on promotion
+            self.provider, self.follower = provider_for(self.settings)
+            provider = self.provider
+            self.functions_hook = provider.install
+            self.batch_hook = lambda _query_id: provider.at_batch_boundary
         self._running: dict[str, _Running] = {}
         self._stopped = threading.Event()
         self._wanted = None if self.only is None else {q.upper() for q in self.only}
@@ -114,6 +122,11 @@ class Runner:
         """Metrics of the queries this runner runs."""
         return [r.metrics for r in self._running.values()]
 
+    @property
+    def refusals(self) -> list[str]:
+        """Model versions this runner refused to serve, and why."""
+        return list(self.provider.refusals) if self.provider is not None else []
+
     def stop(self) -> None:
         self._stopped.set()
 
@@ -124,3 +137,5 @@ class Runner:
         for query_id in list(self._running):
             self._running[query_id].thread.join(60)
         self._running.clear()
+        if self.follower is not None:
+            self.follower.stop()

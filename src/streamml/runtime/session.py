@@ -20,6 +20,7 @@ from streamml.errors import SqlError
 from streamml.kafka import Admin, BatchConsumer, client_config
 from streamml.runtime.catalog_store import CatalogState, CatalogStore, engine_from_state
 from streamml.runtime.codec import SourceCodec
+from streamml.runtime.predict import provider_for
 from streamml.runtime.tables import TableFeed
 from streamml.sql import QueryPlan, SqlEngine, StatementResult, parse
 from streamml.sql import ast as sql_ast
@@ -51,6 +52,8 @@ class Session:
     functions_hook: Callable[[SqlEngine], None] | None = None
 
     def __post_init__(self) -> None:
+        if self.functions_hook is None:
+            self.functions_hook = provider_for(self.settings, follow=False)[0].install
         self.config = client_config(self.settings)
         self.admin = Admin(self.config, timeout_s=self.settings.request_timeout_s)
         self.store = CatalogStore(self.settings)

@@ -1,0 +1,265 @@
+"""``PREDICT('model', col, ...)``: model inference as a vectorised SQL function, with hot model swap.
+
+A :class:`ModelProvider` serves model versions from the registry. Each version is loaded once per process.
+The version a query uses is pinned for a whole micro-batch (per thread, so queries running side by side
+switch independently). Promotions and rollbacks arrive as events on the control topic; the new version is
+loaded and checked in the background and takes over at the next batch boundary. A version that does not load,
+or whose inputs or outputs differ from the one serving, is refused: the old version keeps serving and the
+refusal is logged and kept for ``status``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from streamml.config import Settings
+from streamml.errors import ModelError, StreamMLError
+from streamml.kafka import Admin, BatchConsumer, client_config
+from streamml.models.events import ModelEvent
+from streamml.models.registry import ModelRef, ModelVersion, Registry
+from streamml.models.runtime import OnnxModel
+from streamml.runtime.naming import MODELS_TOPIC
+from streamml.sql import SqlEngine, SqlType, UserFunction, parse_type
+
+log = logging.getLogger(__name__)
+
+#: fields PREDICT adds to every model's own output fields, so each output value names its scorer
+PROVENANCE = (("model", "VARCHAR"), ("version", "INTEGER"))
+
+
+@dataclass(frozen=True)
+class Served:
+    """One loaded model version."""
+
+    version: ModelVersion
+    model: OnnxModel
+    sql_type: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.version.name}:{self.version.version}"
+
+    @property
+    def arrow_type(self) -> pa.StructType:
+        return parse_type(self.sql_type).to_arrow()  # type: ignore[no-any-return]
+
+    @property
+    def width(self) -> int | None:
+        """How many feature columns the model reads, when its signature says so."""
+        inputs = self.model.signature.inputs
+        if len(inputs) == 1 and inputs[0].shape and len(inputs[0].shape) == 2:
+            dim = inputs[0].shape[-1]
+            return dim if isinstance(dim, int) else None
+        return None
+
+
+class ModelProvider:
+    """Model versions for ``PREDICT`` in this process: load once, pin per batch, swap at batch boundaries."""
+
+    def __init__(self, registry: Registry, threads: int = 1) -> None:
+        self.registry = registry
+        self.threads = threads
+        self._lock = threading.Lock()
+        self._active: dict[str, Served] = {}  # SQL reference ('fraud', 'fraud@staging') -> version serving
+        self._pending: dict[str, Served] = {}  # validated successors waiting for a batch boundary
+        self._cache: dict[str, Served] = {}  # 'name:version' -> loaded once
+        self._local = threading.local()
+        self.refusals: list[str] = []
+
+    # -- loading ------------------------------------------------------------------------------------------
+    def _load(self, version: ModelVersion) -> Served:
+        key = f"{version.name}:{version.version}"
+        with self._lock:
+            if key in self._cache:
+                return self._cache[key]
+        model = version.load(threads=self.threads)
+        model.predict(model.zeros(1))  # a version that cannot score one row is not served
+        output = version.card.sql_type
+        fields = output.removeprefix("STRUCT<").removesuffix(">")
+        served = Served(version, model, f"STRUCT<{fields}, " + ", ".join(f"{n} {t}" for n, t in PROVENANCE) + ">")
+        with self._lock:
+            self._cache.setdefault(key, served)
+            return self._cache[key]
+
+    def serve(self, ref: str) -> Served:
+        """The version serving ``ref`` (loading it on first use)."""
+        with self._lock:
+            served = self._active.get(ref)
+        if served is None:
+            served = self._load(self.registry.get(ref))
+            with self._lock:
+                served = self._active.setdefault(ref, served)
+        return served
+
+    # -- batches ------------------------------------------------------------------------------------------
+    def at_batch_boundary(self) -> dict[str, str]:
+        """Switch to promoted versions and pin the serving ones for this thread's next batch."""
+        with self._lock:
+            if self._pending:
+                for ref, served in self._pending.items():
+                    old = self._active.get(ref)
+                    log.info("PREDICT('%s') now served by %s (was %s)", ref, served.label, old.label if old else "-")
+                    self._active[ref] = served
+                self._pending.clear()
+            pinned = dict(self._active)
+        self._local.pinned = pinned
+        return {ref: s.label for ref, s in pinned.items()}
+
+    def predict(self, ref: str, columns: list[pa.Array]) -> pa.StructArray:
+        """Score one batch with the version pinned for ``ref`` in this thread."""
+        pinned: dict[str, Served] = getattr(self._local, "pinned", {})
+        served = pinned.get(ref) or self.serve(ref)
+        width = served.width
+        if width is not None and len(columns) != width:
+            raise ModelError(f"PREDICT('{ref}'): {served.label} reads {width} features, got {len(columns)}")
+        for i, column in enumerate(columns):
+            missing = _missing(column)
+            if missing:
+                raise ModelError(f"PREDICT('{ref}'): feature {i + 1} is NULL or NaN in {missing} rows")
+        try:
+            raw = served.model.predict(columns)
+        except Exception as exc:
+            raise ModelError(f"PREDICT('{ref}') with {served.label}: {exc}") from None
+        struct = served.version.card.postprocess(raw)
+        n = len(struct)
+        arrays = [struct.field(i) for i in range(struct.type.num_fields)]
+        arrays += [pa.array(np.full(n, served.version.name, dtype=object), pa.string()),
+                   pa.array(np.full(n, served.version.version, dtype=np.int32))]  # fmt: skip
+        target = served.arrow_type  # field names as SQL spells them (upper case)
+        return pa.StructArray.from_arrays(
+            [a.cast(f.type) for a, f in zip(arrays, target, strict=True)], fields=list(target)
+        )
+
+    # -- promotions ---------------------------------------------------------------------------------------
+    def on_event(self, event: ModelEvent) -> None:
+        """React to a control-topic event: prepare the successor of every reference it moves."""
+        with self._lock:
+            refs = [ref for ref in self._active if _moves(ref, event)]
+        for ref in refs:
+            try:
+                candidate = self._load(self.registry.get(ref))
+            except StreamMLError as exc:
+                self._refuse(ref, event, str(exc))
+                continue
+            except Exception as exc:
+                self._refuse(ref, event, f"cannot load: {exc}")
+                continue
+            with self._lock:
+                current = self._active[ref]
+            problem = _incompatible(current, candidate)
+            if problem:
+                self._refuse(ref, event, problem)
+                continue
+            with self._lock:
+                if candidate.label != current.label:
+                    self._pending[ref] = candidate
+
+    def _refuse(self, ref: str, event: ModelEvent, reason: str) -> None:
+        message = f"refused {event.model}:{event.version} for PREDICT('{ref}'): {reason}; keeping the serving version"
+        log.error(message)
+        with self._lock:
+            self.refusals.append(message)
+
+    # -- SQL ----------------------------------------------------------------------------------------------
+    def function(self) -> UserFunction:
+        """The ``PREDICT`` SQL function bound to this provider."""
+
+        def result_type(arg_types: list[SqlType], constants: list[Any]) -> SqlType:
+            if not constants or not isinstance(constants[0], str):
+                raise ModelError("PREDICT needs the model as a string literal first: PREDICT('fraud', col, ...)")
+            return parse_type(self.serve(constants[0]).sql_type)
+
+        def predict(model: pa.Array, *columns: pa.Array) -> pa.StructArray:
+            ref = model[0].as_py() if len(model) else ""
+            return self.predict(str(ref), list(columns))
+
+        return UserFunction(
+            name="PREDICT",
+            func=predict,
+            returns=result_type,
+            description="PREDICT('model'[, col, ...]): score with a registered model version",
+        )
+
+    def install(self, engine: SqlEngine) -> None:
+        engine.functions.add(self.function())
+
+
+def _missing(column: pa.Array) -> int:
+    """Rows where a feature is NULL, or NaN for floating point (vectorised)."""
+    missing = column.null_count
+    if pa.types.is_floating(column.type):
+        missing += int(pc.sum(pc.is_nan(column)).as_py() or 0)
+    return missing
+
+
+def _moves(ref: str, event: ModelEvent) -> bool:
+    parsed = ModelRef.parse(ref)
+    if parsed.name != event.model or parsed.version is not None:
+        return False  # a pinned 'name:version' never moves
+    return (parsed.alias or "production") == (event.alias or "")
+
+
+def _incompatible(current: Served, candidate: Served) -> str | None:
+    if candidate.width != current.width or len(candidate.model.signature.inputs) != len(current.model.signature.inputs):
+        return f"its inputs ({candidate.model.signature}) do not match the serving {current.label}"
+    if candidate.sql_type != current.sql_type:
+        return f"its output {candidate.sql_type} differs from {current.sql_type}"
+    return None
+
+
+class ControlFollower:
+    """Follows the control topic in a background thread and hands each event to ``on_event``."""
+
+    def __init__(self, settings: Settings, on_event: Callable[[ModelEvent], None]) -> None:
+        self.config = client_config(settings)
+        Admin(self.config).create_topic(MODELS_TOPIC, config={"cleanup.policy": "compact"}, if_not_exists=True)
+        self.on_event = on_event
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="model-control", daemon=True)
+        self._ready = threading.Event()
+
+    def start(self) -> ControlFollower:
+        self._thread.start()
+        self._ready.wait(30)
+        return self
+
+    def _run(self) -> None:
+        with BatchConsumer(self.config, [MODELS_TOPIC], start="latest") as consumer:
+            while not self._stop.is_set():
+                batch = consumer.poll_batch(100, 0.2)
+                if consumer.assignment():
+                    self._ready.set()
+                for value in batch.values:
+                    if value is None:
+                        continue
+                    try:
+                        self.on_event(ModelEvent.from_json(value))
+                    except Exception:
+                        log.exception("could not apply a model event")
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
+def provider_for(settings: Settings, follow: bool = True) -> tuple[ModelProvider, ControlFollower | None]:
+    """A provider over the configured registry, following the control topic when ``follow``."""
+    provider = ModelProvider(Registry(settings.registry_root))
+    follower = ControlFollower(settings, provider.on_event).start() if follow else None
+    return provider, follower
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and not predicate():
+        time.sleep(0.05)
+    return predicate()
