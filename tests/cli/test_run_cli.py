@@ -147,3 +147,57 @@ def test_sql_cli_runs_statements_and_reports_errors(
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-x", "-q"]))
+
+
+def test_scale_out_two_then_three_workers_exactly_once(
+    bootstrap: str,
+    kafka_config: dict,
+    admin: Admin,
+    topic: Callable[..., str],
+    unique: Callable[[str], str],
+    tmp_path: Path,
+) -> None:
+    source, copied = topic(partitions=6), unique("copied")
+    pipeline = tmp_path / "scale.sql"
+    pipeline.write_text(
+        f"CREATE STREAM events (n BIGINT) WITH (KAFKA_TOPIC='{source}', VALUE_FORMAT='JSON');\n"
+        f"CREATE STREAM copied WITH (KAFKA_TOPIC='{copied}') AS SELECT n FROM events;\n"
+    )
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("STREAMML_")},
+           "STREAMML_BOOTSTRAP": bootstrap, "STREAMML_SERVICE_ID": unique("svc"), "STREAMML_HOME": str(tmp_path)}  # fmt: skip
+    log = (tmp_path / "workers.log").open("wb")
+    two = subprocess.Popen([STREAMML, "run", str(pipeline), "--workers", "2", "--metrics-port", "0"], env=env,
+                           stdout=subprocess.DEVNULL, stderr=log)  # fmt: skip
+    third: subprocess.Popen[bytes] | None = None
+    n, sent = 30_000, 0
+    try:
+        with Producer(kafka_config) as producer:
+            for chunk in range(30):
+                values = [orjson.dumps({"n": i}) for i in range(sent, sent + n // 30)]
+                producer.produce_batch(source, values, [str(v).encode() for v in range(sent, sent + n // 30)])
+                producer.flush()
+                sent += n // 30
+                if chunk == 10:
+                    third = subprocess.Popen([STREAMML, "run", str(pipeline)], env={**env, "STREAMML_WORKER_ID": "third"},
+                                             stdout=subprocess.DEVNULL, stderr=log)  # fmt: skip
+                time.sleep(0.3)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and len(read_all(kafka_config, copied)) < n:
+            time.sleep(1)
+        status = subprocess.run(
+            [STREAMML, "status", "--json"], check=False, env=env, capture_output=True, text=True, timeout=60
+        )
+    finally:
+        for proc in (two, third):
+            if proc is not None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in (two, third):
+            if proc is not None:
+                assert proc.wait(60) == 0, (tmp_path / "workers.log").read_text()[-3000:]
+    values = sorted(orjson.loads(v)["N"] for _, v in read_all(kafka_config, copied) if v is not None)
+    assert values == list(range(n)), "every record exactly once across rebalances"
+    assert status.returncode == 0, status.stderr
+    workers = [orjson.loads(line) for line in status.stdout.splitlines()]
+    assert len(workers) == 3, status.stdout
+    assert all(w["queries"][0]["query"] == "CSAS_COPIED_0" and w["queries"][0]["state"] == "RUNNING" for w in workers)
+    assert sum(w["queries"][0]["records_in"] for w in workers) >= n

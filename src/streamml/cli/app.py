@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from streamml.cli import consume_cmd, demo_cmd, dlq_cmd, kafka_cmd, produce_cmd, sql_cmd, topic_cmd
+from streamml.cli import consume_cmd, demo_cmd, dlq_cmd, kafka_cmd, produce_cmd, sql_cmd, status_cmd, topic_cmd
 from streamml.cli.errors import fail
 from streamml.cli.state import AppState
 
@@ -25,6 +25,7 @@ app.add_typer(demo_cmd.app, name="demo")
 app.add_typer(dlq_cmd.app, name="dlq")
 app.command("sql")(sql_cmd.sql)
 app.command("run")(sql_cmd.run)
+app.command("status")(status_cmd.status)
 app.command("produce")(produce_cmd.produce)
 app.command("consume")(consume_cmd.consume)
 

@@ -130,6 +130,7 @@ def run(
     max_batch: int = typer.Option(10_000, "--max-batch", min=1, help="Largest micro-batch in records."),
     max_wait_ms: int = typer.Option(100, "--max-wait-ms", min=1, help="Micro-batch deadline under light load."),
     at_least_once: bool = typer.Option(False, "--at-least-once", help="No transactions: lowest latency."),
+    metrics_port: int | None = typer.Option(None, "--metrics-port", help="Serve Prometheus /metrics here."),
 ) -> None:
     """Apply a pipeline file (again: a no-op) and run its persistent queries until SIGINT/SIGTERM."""
     settings = state(ctx).settings
@@ -152,7 +153,7 @@ def run(
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    runner = Runner(settings, options, only=only)
+    runner = Runner(settings, options, only=only, metrics_port=metrics_port)
     names = ", ".join(only) if only else "every query in the catalog"
     err.print(f"running {names} ({workers} worker{'s' if workers > 1 else ''}); Ctrl-C stops")
     try:

@@ -50,7 +50,7 @@ class Served:
 
     @property
     def arrow_type(self) -> pa.StructType:
-        return parse_type(self.sql_type).to_arrow()  # type: ignore[no-any-return]
+        return parse_type(self.sql_type).to_arrow()
 
     @property
     def width(self) -> int | None:
@@ -125,10 +125,13 @@ class ModelProvider:
             missing = _missing(column)
             if missing:
                 raise ModelError(f"PREDICT('{ref}'): feature {i + 1} is NULL or NaN in {missing} rows")
+        started = time.perf_counter()
         try:
             raw = served.model.predict(columns)
         except Exception as exc:
             raise ModelError(f"PREDICT('{ref}') with {served.label}: {exc}") from None
+        finally:
+            self._local.model_seconds = getattr(self._local, "model_seconds", 0.0) + time.perf_counter() - started
         struct = served.version.card.postprocess(raw)
         n = len(struct)
         arrays = [struct.field(i) for i in range(struct.type.num_fields)]
@@ -138,6 +141,12 @@ class ModelProvider:
         return pa.StructArray.from_arrays(
             [a.cast(f.type) for a, f in zip(arrays, target, strict=True)], fields=list(target)
         )
+
+    def take_model_seconds(self) -> float:
+        """Inference time spent by this thread since the last call."""
+        spent = float(getattr(self._local, "model_seconds", 0.0))
+        self._local.model_seconds = 0.0
+        return spent
 
     # -- promotions ---------------------------------------------------------------------------------------
     def on_event(self, event: ModelEvent) -> None:

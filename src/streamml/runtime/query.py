@@ -11,15 +11,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from confluent_kafka import TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaException, TopicPartition
 
 from streamml.config import Settings
-from streamml.errors import StreamMLError
+from streamml.errors import KafkaError, StreamMLError
 from streamml.kafka import Admin, BatchConsumer, Producer, RecordBatch, TransactionalProducer, client_config
 from streamml.runtime.changelog import Changelog
 from streamml.runtime.codec import DecodedBatch, SinkCodec, SourceCodec
@@ -27,6 +26,7 @@ from streamml.runtime.deadletter import DeadLetters
 from streamml.runtime.metrics import QueryMetrics
 from streamml.runtime.naming import changelog_topic, dead_letter_topic, group_id, transactional_id
 from streamml.runtime.options import ErrorPolicy, Guarantee, RuntimeOptions
+from streamml.runtime.predict import ModelProvider
 from streamml.runtime.tables import TableFeed
 from streamml.sql import BatchResult, QueryPlan, Source
 from streamml.sql.plan import STREAM_STREAM_JOIN, STREAM_TABLE_JOIN
@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 #: how often an exactly-once worker commits its open transaction (as Kafka Streams does under EOS)
 COMMIT_INTERVAL_S = 0.1
+LAG_PERIOD_S = 2.0
 
 
 class QueryFailed(StreamMLError):
@@ -52,7 +53,7 @@ class PersistentQuery:
         settings: Settings,
         options: RuntimeOptions | None = None,
         metrics: QueryMetrics | None = None,
-        before_batch: Callable[[], dict[str, str]] | None = None,
+        provider: ModelProvider | None = None,
         properties: dict[str, str] | None = None,
     ) -> None:
         self.query_id = query_id
@@ -62,8 +63,9 @@ class PersistentQuery:
         self.settings = settings
         self.options = options or RuntimeOptions()
         self.metrics = metrics or QueryMetrics(query_id)
-        #: called at each batch boundary (model hot swap); returns the model versions now in force
-        self.before_batch = before_batch
+        #: serves PREDICT; asked at each batch boundary which model versions are in force (hot swap)
+        self.provider = provider
+        self._lag_checked = 0.0
         self.config = client_config(settings)
         self.admin = Admin(self.config, timeout_s=settings.request_timeout_s)
         self.exactly_once = self.options.guarantee is Guarantee.EXACTLY_ONCE
@@ -148,7 +150,20 @@ class PersistentQuery:
                 self._process(batch)
             if self._pending and (not self.exactly_once or time.monotonic() - self._txn_started >= COMMIT_INTERVAL_S):
                 self._commit()
+        if time.monotonic() - self._lag_checked > LAG_PERIOD_S:
+            self._measure_lag()
         return len(batch)
+
+    def _measure_lag(self) -> None:
+        """Records behind the end, per assigned partition, from the client's cached watermarks (no request)."""
+        assert self.consumer is not None
+        self._lag_checked = time.monotonic()
+        lag = {}
+        for tp in self.consumer.positions():
+            _, high = self.consumer.raw.get_watermark_offsets(tp, cached=True)
+            if high >= 0 and tp.offset >= 0:
+                lag[f"{tp.topic}/{tp.partition}"] = max(0, high - tp.offset)
+        self.metrics.lag = lag
 
     # -- rebalance ----------------------------------------------------------------------------------------
     def _assigned(self, partitions: list[TopicPartition]) -> None:
@@ -161,7 +176,7 @@ class PersistentQuery:
 
     # -- processing ---------------------------------------------------------------------------------------
     def _process(self, batch: RecordBatch) -> None:
-        versions = self.before_batch() if self.before_batch is not None else {}
+        versions = self.provider.at_batch_boundary() if self.provider is not None else {}
         model_version = ",".join(f"{k}:{v}" for k, v in sorted(versions.items())) or None
         dead = DeadLetters()
         topics = batch.topics
@@ -186,6 +201,8 @@ class PersistentQuery:
         self._begin()
         for key, offset in batch.next_offsets().items():
             self._pending[key] = offset
+        if self.provider is not None:
+            self.metrics.model_seconds += self.provider.take_model_seconds()
         self.metrics.records_in += len(batch)
         self.metrics.batches += 1
         self.metrics.last_batch_size = len(batch)
@@ -232,6 +249,8 @@ class PersistentQuery:
                 headers.append(("streamml.model.version", model_version.encode()))
             self.producer.produce_batch(self.sink_topic, out.values, out.keys, headers=headers)
             self.metrics.records_out += len(out.values)
+            now_ms = time.time() * 1000
+            self.metrics.latency.observe(now_ms - result.timestamps.to_numpy(zero_copy_only=False).astype(np.float64))
 
     def _reject(
         self,
@@ -267,14 +286,41 @@ class PersistentQuery:
             self._begin()
             self.changelog.write(self.producer, self.executor, self._touched)
         if isinstance(self.producer, TransactionalProducer):
-            self.producer.send_offsets(self.consumer, self._pending)
-            self.producer.commit()
+            try:
+                self.producer.send_offsets(self.consumer, self._pending)
+                self.producer.commit()
+            except (KafkaException, KafkaError) as exc:
+                self._rewind(exc)
+                return
         else:
             self.producer.flush()
             self.consumer.commit(self._pending)
         self.metrics.transactions += 1
         self._pending.clear()
         self._touched.clear()
+
+    def _rewind(self, exc: Exception) -> None:
+        """Abort the open transaction and go back to the last committed offsets and state.
+
+        This happens when the group rebalanced while a transaction was open (its offsets are refused); the
+        aborted outputs are invisible to read_committed readers, and the records are processed again.
+        """
+        log.warning("query %s: transaction aborted (%s); rewinding to the committed offsets", self.query_id, exc)
+        assert isinstance(self.producer, TransactionalProducer) and self.consumer is not None
+        self.producer.abort()
+        self._pending.clear()
+        self._touched.clear()
+        assigned = self.consumer.raw.assignment()
+        committed = self.consumer.raw.committed(assigned, timeout=30.0) if assigned else []
+        for tp in committed:
+            if tp.offset >= 0:
+                self.consumer.seek(tp.topic, tp.partition, tp.offset)
+            else:  # nothing committed yet: back to where the query starts
+                self.consumer.raw.seek(TopicPartition(tp.topic, tp.partition, OFFSET_BEGINNING))
+        if self.changelog is not None:
+            self.executor = self.plan.executor()
+            self.changelog.restore(self.executor, {tp.partition for tp in assigned})
+        self.metrics.rewinds += 1
 
 
 class _Subset:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from streamml.config import Settings
 from streamml.runtime.catalog_store import CatalogStore, engine_from_state
 from streamml.runtime.metrics import QueryMetrics
+from streamml.runtime.observe import StatusPublisher, serve_metrics
 from streamml.runtime.options import RuntimeOptions
 from streamml.runtime.predict import ControlFollower, ModelProvider, provider_for
 from streamml.runtime.query import PersistentQuery
@@ -44,8 +45,10 @@ class Runner:
     refresh_s: float = 2.0
     #: adds user or model functions to each engine that plans the stored queries
     functions_hook: Callable[[SqlEngine], None] | None = None
-    #: per query: called at each batch boundary, returns the model versions in force (hot swap)
-    batch_hook: Callable[[str], Callable[[], dict[str, str]] | None] | None = None
+    #: serve Prometheus metrics on this port (0: any free port; None: not at all)
+    metrics_port: int | None = None
+    #: publish status records for ``streamml status``
+    publish_status: bool = True
 
     def __post_init__(self) -> None:
         self.store = CatalogStore(self.settings)
@@ -53,9 +56,9 @@ class Runner:
         self.follower: ControlFollower | None = None
         if self.functions_hook is None:  # PREDICT over the registry, swapping versions on promotion
             self.provider, self.follower = provider_for(self.settings)
-            provider = self.provider
-            self.functions_hook = provider.install
-            self.batch_hook = lambda _query_id: provider.at_batch_boundary
+            self.functions_hook = self.provider.install
+        self.publisher: StatusPublisher | None = None
+        self.port: int | None = None
         self._running: dict[str, _Running] = {}
         self._stopped = threading.Event()
         self._wanted = None if self.only is None else {q.upper() for q in self.only}
@@ -63,6 +66,11 @@ class Runner:
     def run(self, stop: threading.Event | None = None) -> None:
         """Start the queries and keep them in line with the catalog until ``stop`` (or :meth:`stop`)."""
         stop = stop or self._stopped
+        if self.metrics_port is not None:
+            self.port = serve_metrics(self.metrics_port, self.status)
+            log.info("Prometheus metrics on port %s", self.port)
+        if self.publish_status:
+            self.publisher = StatusPublisher(self.settings, self.snapshot).start()
         try:
             while not stop.is_set() and not self._stopped.is_set():
                 self.sync()
@@ -88,22 +96,24 @@ class Runner:
             sink = engine.catalog.get(plan.sink.name)
             metrics = QueryMetrics(query_id)
             stop_event = threading.Event()
-            hook = self.batch_hook(query_id) if self.batch_hook is not None else None
             thread = threading.Thread(
                 target=self._supervise,
-                args=(query_id, plan, sink, stop_event, metrics, hook, dict(state.properties)),
+                args=(query_id, plan, sink, stop_event, metrics, dict(state.properties)),
                 name=f"query-{query_id}",
                 daemon=True,
             )
             self._running[query_id] = _Running(thread, stop_event, metrics)
             thread.start()
 
-    def _supervise(self, query_id, plan, sink, stop, metrics, hook, properties) -> None:  # type: ignore[no-untyped-def]
+    def _supervise(self, query_id, plan, sink, stop, metrics, properties) -> None:  # type: ignore[no-untyped-def]
         failures = 0
         while not stop.is_set():
             started = time.monotonic()
             try:
-                PersistentQuery(query_id, plan, sink, self.settings, self.options, metrics, hook, properties).run(stop)
+                query = PersistentQuery(
+                    query_id, plan, sink, self.settings, self.options, metrics, self.provider, properties
+                )
+                query.run(stop)
                 metrics.state = "STOPPED" if stop.is_set() else "DONE"
                 return
             except Exception as exc:
@@ -122,6 +132,10 @@ class Runner:
         """Metrics of the queries this runner runs."""
         return [r.metrics for r in self._running.values()]
 
+    def snapshot(self) -> dict[str, object]:
+        """This runner's status, as published for ``streamml status``."""
+        return {"queries": [m.snapshot() for m in self.status()], "refusals": self.refusals, "metrics_port": self.port}
+
     @property
     def refusals(self) -> list[str]:
         """Model versions this runner refused to serve, and why."""
@@ -139,3 +153,5 @@ class Runner:
         self._running.clear()
         if self.follower is not None:
             self.follower.stop()
+        if self.publisher is not None:
+            self.publisher.stop()

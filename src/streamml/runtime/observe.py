@@ -1,0 +1,122 @@
+"""Making a runner visible: a Prometheus ``/metrics`` endpoint, and status records on a compacted topic.
+
+Every runner publishes its queries' metrics every few seconds under its worker id, so ``streamml status`` on
+any machine shows every worker of the deployment, with rates, lag, model versions, refusals and errors.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import orjson
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+
+from streamml.config import Settings
+from streamml.kafka import Admin, BatchConsumer, Producer, client_config
+from streamml.runtime.metrics import LATENCY_BUCKETS_MS, QueryMetrics
+
+STATUS_PERIOD_S = 2.0
+
+
+def status_topic(service: str) -> str:
+    return f"_{service}_status"
+
+
+class RunnerCollector:
+    """Prometheus collector over the metrics of a runner's queries."""
+
+    def __init__(self, queries: Callable[[], list[QueryMetrics]]) -> None:
+        self.queries = queries
+
+    def collect(self) -> Iterator[Metric]:
+        counters = {
+            "records_in": "Records consumed", "records_out": "Records produced",
+            "dead_letters": "Records sent to the dead-letter topic", "batches": "Micro-batches processed",
+            "transactions": "Transactions committed",
+        }  # fmt: skip
+        families = {k: CounterMetricFamily(f"streamml_{k}", v, labels=["query"]) for k, v in counters.items()}
+        batch = GaugeMetricFamily("streamml_batch_size", "Records in the last micro-batch", labels=["query"])
+        model = CounterMetricFamily("streamml_model_seconds", "Time spent in model inference", labels=["query"])
+        lag = GaugeMetricFamily("streamml_consumer_lag", "Records behind the end", labels=["query", "partition"])
+        version = GaugeMetricFamily("streamml_model_version", "Model version in force", labels=["query", "model"])
+        latency = HistogramMetricFamily(
+            "streamml_end_to_end_latency_seconds", "Record timestamp to output produced", labels=["query"]
+        )
+        for m in self.queries():
+            for key, family in families.items():
+                family.add_metric([m.query_id], getattr(m, key))
+            batch.add_metric([m.query_id], m.last_batch_size)
+            model.add_metric([m.query_id], m.model_seconds)
+            for partition, behind in m.lag.items():
+                lag.add_metric([m.query_id, partition], behind)
+            for ref, label in m.model_versions.items():
+                version.add_metric([m.query_id, ref], float(label.rsplit(":", 1)[-1]))
+            cumulative = m.latency.counts.cumsum()
+            buckets = [(str(b / 1000), float(c)) for b, c in zip(LATENCY_BUCKETS_MS, cumulative, strict=False)]
+            buckets.append(("+Inf", float(cumulative[-1])))
+            latency.add_metric([m.query_id], buckets, m.latency.total_ms / 1000)
+        yield from families.values()
+        yield from (batch, model, lag, version, latency)
+
+
+def serve_metrics(port: int, queries: Callable[[], list[QueryMetrics]]) -> int:
+    """Serve ``/metrics`` on ``port`` (0: any free port); returns the port."""
+    registry = CollectorRegistry()
+    registry.register(RunnerCollector(queries))
+    server, _ = start_http_server(port, addr="127.0.0.1" if port == 0 else "0.0.0.0", registry=registry)
+    return int(server.server_port)
+
+
+class StatusPublisher:
+    """Publishes this worker's status every few seconds until stopped (a null record on a clean stop)."""
+
+    def __init__(self, settings: Settings, snapshot: Callable[[], dict[str, Any]]) -> None:
+        self.config = client_config(settings)
+        self.topic = status_topic(settings.service_id)
+        Admin(self.config).create_topic(self.topic, config={"cleanup.policy": "compact"}, if_not_exists=True)
+        self.key = f"{settings.worker_id}/{os.getpid()}".encode()
+        self.snapshot = snapshot
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="status", daemon=True)
+
+    def start(self) -> StatusPublisher:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        with Producer(self.config) as producer:
+            while not self._stop.wait(STATUS_PERIOD_S):
+                record = {
+                    "worker": self.key.decode(),
+                    "host": socket.gethostname(),
+                    "time": time.time(),
+                    **self.snapshot(),
+                }
+                producer.produce_batch(self.topic, [orjson.dumps(record)], [self.key])
+                producer.flush()
+            producer.produce_batch(self.topic, [None], [self.key])
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
+def read_status(settings: Settings, timeout_s: float = 10.0) -> list[dict[str, Any]]:
+    """The latest status of every live worker of the deployment."""
+    config = client_config(settings)
+    topic = status_topic(settings.service_id)
+    if not Admin(config).exists(topic):
+        return []
+    latest: dict[bytes | None, bytes | None] = {}
+    with BatchConsumer(config, [topic], track_end=True) as reader:
+        deadline = time.monotonic() + timeout_s
+        while not reader.reached_end() and time.monotonic() < deadline:
+            batch = reader.poll_batch(1000, 0.2)
+            latest.update(zip(batch.keys, batch.values, strict=True))
+    return [orjson.loads(v) for v in latest.values() if v is not None]
