@@ -8,7 +8,17 @@ from pathlib import Path
 
 import typer
 
-from streamml.cli import consume_cmd, demo_cmd, dlq_cmd, kafka_cmd, produce_cmd, sql_cmd, status_cmd, topic_cmd
+from streamml.cli import (
+    consume_cmd,
+    demo_cmd,
+    dlq_cmd,
+    kafka_cmd,
+    produce_cmd,
+    simulate_cmd,
+    sql_cmd,
+    status_cmd,
+    topic_cmd,
+)
 from streamml.cli.errors import fail
 from streamml.cli.state import AppState
 
@@ -23,6 +33,7 @@ app.add_typer(kafka_cmd.app, name="kafka")
 app.add_typer(topic_cmd.app, name="topic")
 app.add_typer(demo_cmd.app, name="demo")
 app.add_typer(dlq_cmd.app, name="dlq")
+app.add_typer(simulate_cmd.app, name="simulate")
 app.command("sql")(sql_cmd.sql)
 app.command("run")(sql_cmd.run)
 app.command("status")(status_cmd.status)
