@@ -1,7 +1,7 @@
 .PHONY: demo test setup lint bench broker-stop
 
 demo: setup            ## run the main job on the local broker
-	.venv/bin/streamml demo
+	.venv/bin/streamml demo fraud
 
 test:                  ## install what is needed, lint, type-check and run every test
 	bash scripts/test.sh

@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from pathlib import Path
+
 import typer
-from rich.console import Console
+from rich.console import Console, Group
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
 
 from streamml.cli.state import state
+from streamml.demos.fraud import DemoConfig, FraudDemo, LiveStats
 from streamml.demos.smoke import run_smoke
 from streamml.errors import StreamMLError
+from streamml.kafka import LocalBroker
 
-app = typer.Typer(help="Run an end-to-end scenario.", no_args_is_help=False, invoke_without_command=True)
+app = typer.Typer(help="Run an end-to-end scenario.", no_args_is_help=True)
 out = Console(highlight=False)
-
-
-@app.callback()
-def demo(ctx: typer.Context) -> None:
-    """Run an end-to-end scenario (default: smoke)."""
-    if ctx.invoked_subcommand is None:
-        ctx.invoke(smoke, ctx=ctx)
 
 
 @app.command()
@@ -30,3 +32,62 @@ def smoke(ctx: typer.Context, events: int = typer.Option(50_000, min=1, help="Ho
             f"read {report.read_back}, distinct {report.unique_ids}"
         )
     out.print(f"[bold green]ok[/]: {report.produced:,} events, each exactly once, on {report.bootstrap}")
+
+
+def _view(stats: LiveStats) -> Panel:
+    def pct(x: float | None) -> str:
+        return "-" if x is None else f"{x:.1%}"
+
+    def ms(x: float | None) -> str:
+        return "-" if x is None else f"≤ {x:.0f} ms"
+
+    table = Table.grid(padding=(0, 3))
+    table.add_row("elapsed", f"{stats.elapsed_s:5.1f} s", "model", stats.model)
+    table.add_row("live produced", f"{stats.produced:,}", "live scored", f"{stats.scored:,}")
+    table.add_row("scoring rate", f"{stats.rate:,.0f} rec/s", "alerts", f"{stats.alerts:,}")
+    table.add_row("latency p50", ms(stats.p50_ms), "latency p99", ms(stats.p99_ms))
+    table.add_row("precision (rolling)", pct(stats.precision), "recall (rolling)", pct(stats.recall))
+    return Panel(Group(table), title="live fraud scoring", border_style="cyan")
+
+
+@app.command()
+def fraud(
+    ctx: typer.Context,
+    history: int = typer.Option(100_000, min=1_000, help="Historical transactions to train on."),
+    live_seconds: float = typer.Option(40.0, min=1.0, help="How long live traffic streams."),
+    rate: float = typer.Option(2_000.0, min=1.0, help="Live transactions per second."),
+    output: Path = typer.Option(Path("demo-output"), "--output", "-o", help="Folder for the report and plots."),
+    quick: bool = typer.Option(False, "--quick", help="Small sizes: about a minute."),
+    stop_broker: bool = typer.Option(False, "--stop-broker", help="Stop the local broker at the end."),
+) -> None:
+    """Stream, preprocess with SQL, train, promote, score live exactly-once, and report — the whole loop."""
+    settings = state(ctx).settings
+    if quick:
+        history, live_seconds, rate = min(history, 20_000), min(live_seconds, 10.0), min(rate, 1_000.0)
+    config = DemoConfig(history=history, live_seconds=live_seconds, live_rate=rate, output_dir=output,
+                        epochs=15 if quick else DemoConfig.epochs)  # fmt: skip
+    demo = FraudDemo(settings, config, say=lambda line: out.print(f"• {line}", markup=False))
+    stop = threading.Event()
+    started = time.perf_counter()
+    try:
+        with out.status("starting the broker ..."):
+            demo.start()
+        with out.status("streaming historical transactions ..."):
+            demo.stream_history()
+        with out.status("preprocessing with SQL ..."):
+            demo.preprocess()
+        with out.status("training from the preprocessed stream ..."):
+            demo.train()
+        demo.deploy()
+        with Live(_view(LiveStats()), console=out, refresh_per_second=4) as live:
+            demo.run_live(lambda stats: live.update(_view(stats)), stop)
+        path = demo.report()
+    except KeyboardInterrupt:
+        stop.set()
+        out.print("[yellow]interrupted: stopping the queries cleanly[/]")
+        raise
+    finally:
+        demo.close()
+        if stop_broker and not settings.bootstrap:
+            LocalBroker(settings).stop()
+    out.print(f"[bold green]done[/] in {time.perf_counter() - started:.0f} s — report: {path}")

@@ -51,13 +51,13 @@ def transactions(
     fraud = rng.random(n) < fraud_rate
     # PCA-like components: variance decreasing with the index, heavy tails as in the public data
     scale = np.linspace(1.9, 0.3, 28)
-    v = rng.standard_t(df=5, size=(n, 28)) * scale * 0.8
+    v = rng.standard_t(df=10, size=(n, 28)) * scale * 0.8
     k = int(fraud.sum())
     if k:
         shift = np.zeros(28)
         for comp, s in FRAUD_SHIFTS.items():
             shift[comp - 1] = s
-        v[fraud] = v[fraud] * 1.4 + 0.55 * shift * scale
+        v[fraud] = v[fraud] * 1.4 + 0.6 * shift * scale
     amount = np.round(np.exp(rng.normal(3.3, 1.2, n)), 2)
     if k:
         small = rng.random(k) < 0.55

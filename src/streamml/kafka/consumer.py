@@ -192,9 +192,14 @@ class BatchConsumer:
 
     # -- reading ------------------------------------------------------------------------------------------
     def poll_batch(self, max_records: int = 10_000, timeout_s: float = 0.5) -> RecordBatch:
-        """Up to ``max_records`` records; returns early with what arrived when ``timeout_s`` passes."""
+        """Up to ``max_records`` records, adaptively: under load, whatever is buffered (a full batch); when
+        idle, the first record to arrive (waiting at most ``timeout_s``) with whatever came along with it."""
         try:
-            messages = self._consumer.consume(num_messages=max_records, timeout=timeout_s)
+            messages = self._consumer.consume(num_messages=max_records, timeout=0)
+            if not messages and timeout_s > 0:
+                first = self._consumer.poll(timeout_s)
+                if first is not None:
+                    messages = [first, *self._consumer.consume(num_messages=max_records - 1, timeout=0)]
         except KafkaException as exc:
             raise translate(exc, "consuming", self._bootstrap) from None
         if messages and any(m.error() is not None for m in messages):

@@ -148,7 +148,9 @@ class PersistentQuery:
         with self._lock:
             if len(batch):
                 self._process(batch)
-            if self._pending and (not self.exactly_once or time.monotonic() - self._txn_started >= COMMIT_INTERVAL_S):
+            # commit at once when caught up (low latency); under load, every COMMIT_INTERVAL_S (throughput)
+            caught_up = len(batch) < self.options.max_batch
+            if self._pending and (caught_up or time.monotonic() - self._txn_started >= COMMIT_INTERVAL_S):
                 self._commit()
         if time.monotonic() - self._lag_checked > LAG_PERIOD_S:
             self._measure_lag()
