@@ -56,6 +56,7 @@ def fraud(
     history: int = typer.Option(100_000, min=1_000, help="Historical transactions to train on."),
     live_seconds: float = typer.Option(40.0, min=1.0, help="How long live traffic streams."),
     rate: float = typer.Option(2_000.0, min=1.0, help="Live transactions per second."),
+    fraud_rate: float = typer.Option(0.002, min=0.0001, max=0.5, help="Share of frauds in the history."),
     output: Path = typer.Option(Path("demo-output"), "--output", "-o", help="Folder for the report and plots."),
     quick: bool = typer.Option(False, "--quick", help="Small sizes: about a minute."),
     stop_broker: bool = typer.Option(False, "--stop-broker", help="Stop the local broker at the end."),
@@ -64,8 +65,9 @@ def fraud(
     settings = state(ctx).settings
     if quick:
         history, live_seconds, rate = min(history, 20_000), min(live_seconds, 10.0), min(rate, 1_000.0)
+        fraud_rate = max(fraud_rate, 0.01)
     config = DemoConfig(history=history, live_seconds=live_seconds, live_rate=rate, output_dir=output,
-                        epochs=15 if quick else DemoConfig.epochs)  # fmt: skip
+                        fraud_rate=fraud_rate, epochs=15 if quick else DemoConfig.epochs)  # fmt: skip
     demo = FraudDemo(settings, config, say=lambda line: out.print(f"• {line}", markup=False))
     stop = threading.Event()
     started = time.perf_counter()
