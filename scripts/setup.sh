@@ -29,7 +29,7 @@ fi
 stamp="$VENV/.streamml-installed"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "setup: installing streamml and its dependencies into $VENV"
-  "$VENV/bin/pip" install -q -e ".[dev]"
+  "$VENV/bin/pip" install -q -e ".[dev,torch]"
   touch "$stamp"
 fi
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,15 @@ def fraud_table(rows: int = 4000, fraud_rate: float = 0.05, seed: int = 0) -> pa
     columns = {name: x[:, i] for i, name in enumerate(FEATURES)}
     columns["Class"] = np.where(fraud, "1", "0").astype(object)
     return pa.table(columns)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _single_threaded_numerics() -> Iterator[None]:
+    """Small models train fastest on one BLAS/OpenMP thread, and far faster on a busy machine."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        yield
 
 
 @pytest.fixture(scope="session")

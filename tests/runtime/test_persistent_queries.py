@@ -137,3 +137,70 @@ def test_malformed_records_are_dead_lettered(
     assert headers["streamml.source.offset"] == "1"
     assert headers["streamml.query"] == query_id
     assert "field" in headers["streamml.error.message"].lower()
+
+
+SENSORS = (
+    "coolant_temp DOUBLE, intake_air_temp DOUBLE, intake_air_flow_speed DOUBLE, battery_percentage DOUBLE, "
+    "battery_voltage DOUBLE, current_draw DOUBLE, speed DOUBLE, engine_vibration_amplitude DOUBLE, "
+    "throttle_pos DOUBLE, tire_pressure11 INT, tire_pressure12 INT, tire_pressure21 INT, tire_pressure22 INT, "
+    "accelerometer11_value DOUBLE, accelerometer12_value DOUBLE, accelerometer21_value DOUBLE, "
+    "accelerometer22_value DOUBLE, control_unit_firmware INT, failure_occurred VARCHAR"
+)
+
+
+def test_car_sensor_statements(
+    session: Session, kafka_config: dict, topic: Callable[..., str], unique: Callable[[str], str]
+) -> None:
+    import time
+
+    import orjson
+
+    from streamml.kafka import Producer
+
+    source = topic(partitions=2)
+    now = (int(time.time() * 1000) // 300_000 - 2) * 300_000  # a 5-minute boundary, 10 minutes ago
+    names = [c.split()[0] for c in SENSORS.split(", ")]
+    rows, keys, stamps = [], [], []
+    for i in range(30):  # car1: 20 readings in the first window, car2: 5 + 5 in two windows
+        car = "car1" if i < 20 else "car2"
+        row = {n: 1.0 * i for n in names} | {n: 30 for n in names if n.startswith("tire")}
+        row |= {"control_unit_firmware": 1000, "failure_occurred": "false"}
+        rows.append(orjson.dumps(row))
+        keys.append(car.encode())
+        stamps.append(now + (i * 1000 if i < 25 else 300_000 + i * 1000))
+    with Producer(kafka_config) as producer:
+        producer.produce_batch(source, rows, keys, timestamps=stamps)
+    avro, keyed, counts = unique("sensor-avro"), unique("sensor-keyed"), unique("per5min")
+    session.execute(
+        f"CREATE STREAM car_sensors ({SENSORS}) WITH (KAFKA_TOPIC='{source}', VALUE_FORMAT='JSON');"
+        f"CREATE STREAM car_sensors_avro WITH (VALUE_FORMAT='AVRO', KAFKA_TOPIC='{avro}') AS SELECT * FROM car_sensors;"
+        f"CREATE STREAM car_sensors_keyed WITH (KAFKA_TOPIC='{keyed}') AS SELECT ROWKEY AS car, * FROM car_sensors PARTITION BY car;"
+        f"CREATE TABLE events_per_5min WITH (KAFKA_TOPIC='{counts}') AS SELECT car, COUNT(*) AS event_count "
+        "FROM car_sensors_keyed WINDOW TUMBLING (SIZE 5 MINUTES) GROUP BY car;"
+    )
+    with running(session):
+        as_avro = pull_until(session, "SELECT * FROM car_sensors_avro;", 30)
+        pull_until(session, "SELECT * FROM car_sensors_keyed;", 30)
+        latest: dict[bytes | None, bytes | None] = {}
+
+        def counted() -> bool:
+            with BatchConsumer(kafka_config, [counts], track_end=True) as reader:
+                while not reader.reached_end():
+                    batch = reader.poll_batch(1000, 0.3)
+                    latest.update(zip(batch.keys, batch.values, strict=True))
+            return sum(orjson.loads(v)["EVENT_COUNT"] for v in latest.values() if v) >= 30
+
+        assert wait_for(counted, 60)
+    assert as_avro.num_rows == 30 and sorted(as_avro.column("SPEED").to_pylist()) == [float(i) for i in range(30)]
+    with BatchConsumer(kafka_config, [keyed], track_end=True) as reader:
+        keyed_rows = []
+        while not reader.reached_end():
+            batch = reader.poll_batch(1000, 0.3)
+            keyed_rows += list(zip(batch.keys, batch.partitions, batch.values, strict=True))
+    assert {k for k, _, _ in keyed_rows} == {b"car1", b"car2"}
+    assert all("CAR" not in orjson.loads(v) for _, _, v in keyed_rows if v)  # the key column lives in the key
+    assert len({p for k, p, _ in keyed_rows if k == b"car1"}) == 1, "re-keyed: one car, one partition"
+    windows = {
+        (k[:-8], int.from_bytes(k[-8:], "big")): orjson.loads(v)["EVENT_COUNT"] for k, v in latest.items() if k and v
+    }
+    assert windows == {(b"car1", now): 20, (b"car2", now): 5, (b"car2", now + 300_000): 5}

@@ -189,3 +189,18 @@ def test_poison_records_are_dead_lettered_and_the_rest_scored(
         for _, _, _, h in letters
     )
     assert [h["streamml.source.offset"] for _, _, _, h in letters] == ["5", "6", "7"]
+
+
+def test_predict_without_columns_reads_the_signature_features(
+    scoring: Session, kafka_config: dict, topic: Callable[..., str]
+) -> None:
+    source = topic()
+    with Producer(kafka_config) as producer:
+        producer.produce_batch(source, tx_values(200, seed=9))
+    scoring.execute(f"CREATE STREAM tx ({COLUMNS}) WITH (KAFKA_TOPIC='{source}', VALUE_FORMAT='JSON');")
+    implicit = scoring.query("SELECT Id, PREDICT('fraud') AS p FROM tx;")
+    explicit = scoring.query(f"SELECT Id, PREDICT('fraud', {ARGS}) AS p FROM tx;")
+    assert implicit.num_rows == explicit.num_rows == 200
+    assert implicit.column("P").to_pylist() == explicit.column("P").to_pylist()
+    with pytest.raises(Exception, match=r"is not registered"):
+        scoring.query("SELECT Id, PREDICT('nosuchmodel') AS p FROM tx;")

@@ -13,11 +13,13 @@ from streamml.cli import (
     demo_cmd,
     dlq_cmd,
     kafka_cmd,
+    models_cmd,
     produce_cmd,
     simulate_cmd,
     sql_cmd,
     status_cmd,
     topic_cmd,
+    train_cmd,
 )
 from streamml.cli.errors import fail
 from streamml.cli.state import AppState
@@ -34,6 +36,8 @@ app.add_typer(topic_cmd.app, name="topic")
 app.add_typer(demo_cmd.app, name="demo")
 app.add_typer(dlq_cmd.app, name="dlq")
 app.add_typer(simulate_cmd.app, name="simulate")
+app.add_typer(models_cmd.app, name="models")
+app.command("train")(train_cmd.train)
 app.command("sql")(sql_cmd.sql)
 app.command("run")(sql_cmd.run)
 app.command("status")(status_cmd.status)

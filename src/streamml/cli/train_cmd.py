@@ -56,6 +56,7 @@ def train(
     param: list[str] = typer.Option([], "--param", "-p", help="Recipe parameter KEY=VALUE (repeatable)."),
     seed: int = typer.Option(0, "--seed", help="Seed of splits and training."),
     promote: bool = typer.Option(False, "--promote", help="Make the new version 'production' and publish it."),
+    threads: int | None = typer.Option(None, "--threads", min=1, help="Cap training threads (default: all)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Read Kafka even if a snapshot of the range exists."),
     progress: bool | None = typer.Option(None, "--progress/--no-progress", help="Progress bars (default: on a tty)."),
 ) -> None:
@@ -84,7 +85,7 @@ def train(
 
         version = train_from_stream(
             settings, recipe, source, label=label, name=name, params=params, sql=sql, from_offset=from_offset,
-            from_time=from_time, to_offset=to_offset, to_time=to_time, seed=seed, cache=not no_cache,
+            from_time=from_time, to_offset=to_offset, to_time=to_time, seed=seed, cache=not no_cache, threads=threads,
             on_read=on_read, on_history=on_history,
         )  # fmt: skip
         bars.update(training, total=1, completed=1)
@@ -104,11 +105,12 @@ def train(
 
 def _print_read(history: History) -> None:
     where = "snapshot cache" if history.cached else "Kafka"
-    rate = history.records / history.seconds if history.seconds and not history.cached else None
-    speed = f", {rate:,.0f} records/s" if rate else ""
     failures = history.decode_failures + history.eval_failures
-    skipped = f", {failures} undecodable/failed records skipped" if failures else ""
-    out.print(f"read {history.records:,} records -> {history.table.num_rows:,} rows from {where}{speed}{skipped}")
+    skipped = f", {failures:,} undecodable/failed records skipped" if failures else ""
+    out.print(
+        f"read {history.records:,} records -> {history.table.num_rows:,} rows from {where} "
+        f"in {history.seconds:.1f} s{skipped}"
+    )
 
 
 def print_metrics(version: ModelVersion) -> None:

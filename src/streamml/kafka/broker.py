@@ -214,7 +214,7 @@ class LocalBroker:
     def _format(self, jvm: list[str], properties: Path) -> None:
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         proc = subprocess.run(
-            [*jvm, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(properties)],
+            [*jvm, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(properties)],
             capture_output=True, text=True, check=False,
         )  # fmt: skip
         if proc.returncode != 0:

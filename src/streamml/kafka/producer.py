@@ -70,16 +70,13 @@ class Producer:
     ) -> int:
         """Queue every record for ``topic``; ``headers`` is one list for all records or one per record."""
         n = len(values)
-        if headers or timestamps is not None:  # the batch API carries neither
+        if headers or timestamps is not None or partitions is not None:  # the batch API ignores these
             self._produce_each(topic, values, keys, headers, partitions, timestamps)
         else:
             if keys is None:
                 messages: list[dict[str, Any]] = [{"value": v} for v in values]
             else:
                 messages = [{"value": v, "key": k} for v, k in zip(values, keys, strict=True)]
-            if partitions is not None:
-                for m, p in zip(messages, partitions, strict=True):
-                    m["partition"] = int(p)
             for start in range(0, n, _CHUNK):
                 self._queue(topic, messages[start : start + _CHUNK])
         self.sent += n

@@ -270,6 +270,7 @@ def export_torch(
                 output_names=output_names,
                 dynamic_axes=dynamic,
                 opset_version=opset,
+                verbose=False,  # the exporter otherwise reports its progress on stdout
             )
             proto = onnx.load(target)  # folds external data, if any, back into the model
         except Exception as exc:

@@ -191,11 +191,19 @@ class ModelProvider:
             ref = model[0].as_py() if len(model) else ""
             return self.predict(str(ref), list(columns))
 
+        def features(constants: list[Any]) -> list[str]:
+            served = self.serve(str(constants[0]))
+            names = served.version.card.features or served.model.input_names
+            if not names:
+                raise ModelError(f"model {served.label} names no input features", hint="pass the columns explicitly")
+            return list(names)
+
         return UserFunction(
             name="PREDICT",
             func=predict,
             returns=result_type,
             description="PREDICT('model'[, col, ...]): score with a registered model version",
+            expand=features,
         )
 
     def install(self, engine: SqlEngine) -> None:

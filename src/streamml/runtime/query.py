@@ -243,13 +243,17 @@ class PersistentQuery:
             result.table = result.table.append_column("LATENCY_MS", latency)
         dead_tombs = self.sink_codec.tombstones(result)
         if dead_tombs.values:
-            self.producer.produce_batch(self.sink_topic, dead_tombs.values, dead_tombs.keys)
+            self.producer.produce_batch(
+                self.sink_topic, dead_tombs.values, dead_tombs.keys, timestamps=dead_tombs.timestamps
+            )
         if result.table.num_rows:
             out = self.sink_codec.encode(result, batch.keys, decoded.rows)
             headers: list[tuple[str, bytes | str]] = [("streamml.query", self.query_id.encode())]
             if model_version is not None:
                 headers.append(("streamml.model.version", model_version.encode()))
-            self.producer.produce_batch(self.sink_topic, out.values, out.keys, headers=headers)
+            self.producer.produce_batch(
+                self.sink_topic, out.values, out.keys, headers=headers, timestamps=out.timestamps
+            )
             self.metrics.records_out += len(out.values)
             now_ms = time.time() * 1000
             self.metrics.latency.observe(now_ms - result.timestamps.to_numpy(zero_copy_only=False).astype(np.float64))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pyarrow as pa
@@ -20,6 +20,7 @@ from streamml.errors import SqlError
 from streamml.kafka import Admin, BatchConsumer, client_config
 from streamml.runtime.catalog_store import CatalogState, CatalogStore, engine_from_state
 from streamml.runtime.codec import SourceCodec
+from streamml.runtime.observe import read_status
 from streamml.runtime.predict import provider_for
 from streamml.runtime.tables import TableFeed
 from streamml.sql import QueryPlan, SqlEngine, StatementResult, parse
@@ -115,7 +116,29 @@ class Session:
             return Outcome(result, rows=rows)
         if result.kind in ("CREATED", "DROPPED", "QUERY", "PROPERTY") or isinstance(stmt, sql_ast.Terminate):
             self._save()
+        if isinstance(stmt, sql_ast.Show) and stmt.what == "QUERIES":
+            result = replace(result, message=self._queries_with_status())
+        elif isinstance(stmt, sql_ast.Describe) and result.source is not None and result.source.value_format == "AVRO":
+            framing = (
+                f"Confluent wire format, schema registry {self.settings.schema_registry_url}"
+                if self.settings.schema_registry_url
+                else "plain Avro binary; schema derived from the columns in the catalog"
+            )
+            result = replace(result, message=f"{result.message}\nAvro encoding        : {framing}")
         return Outcome(result)
+
+    def _queries_with_status(self) -> str:
+        """``SHOW QUERIES`` with each query's state on the running workers, errors included."""
+        states: dict[str, list[str]] = {}
+        for worker in read_status(self.settings, timeout_s=5.0):
+            for q in worker.get("queries", []):
+                text = f"{q['state']} on {worker['worker']}" + (f" ({q['error']})" if q.get("error") else "")
+                states.setdefault(q["query"], []).append(text)
+        lines = ["Query ID | Status | Sink | Statement"]
+        for query_id, plan in self.engine.queries.items():
+            status = "; ".join(states.get(query_id, [])) or "NOT RUNNING"
+            lines.append(f"{query_id} | {status} | {plan.sink.name if plan.sink else '-'} | {plan.text}")
+        return "\n".join(lines)
 
     def _save(self) -> None:
         queries = {qid: plan.text for qid, plan in self.engine.queries.items()}

@@ -7,7 +7,7 @@ columns of the aggregation result (``__key0``, ``__agg0``, ...).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from streamml.errors import SqlError
@@ -313,6 +313,13 @@ class ExpressionCompiler:
     def _functioncall(self, e: ast.FunctionCall, sub: Any) -> Typed:
         if e.name in AGGREGATES:
             raise self.where.error(f"aggregate function {e.name} is only allowed with GROUP BY", e.pos)
+        user = self.udfs.get(e.name)
+        if user is not None and user.expand is not None and e.args and all(isinstance(a, ast.Literal) for a in e.args):
+            try:
+                names = user.expand([a.value for a in e.args])  # type: ignore[attr-defined]
+            except SqlError as exc:
+                raise self.where.error(exc.message, e.pos, exc.hint) from None
+            e = replace(e, args=(*e.args, *(ast.ColumnRef(name=n.upper(), pos=e.pos) for n in names)))
         args = [sub(a) for a in e.args]
         builtin = SCALARS.get(e.name)
         if builtin is not None:
@@ -322,7 +329,6 @@ class ExpressionCompiler:
                 return builtin.compile(args)
             except SqlError as exc:
                 raise self.where.error(exc.message, e.pos, exc.hint) from None
-        user = self.udfs.get(e.name)
         if user is not None:
             return self._user_call(user, e, args)
         known = list(SCALARS) + list(AGGREGATES) + self.udfs.names()

@@ -57,6 +57,9 @@ class UserFunction:
     returns: ReturnSpec
     params: tuple[SqlType, ...] | None = None
     description: str = ""
+    #: for a call with constant arguments only: the names of the columns to pass after them
+    #: (``PREDICT('fraud')`` reads the columns the model's signature names)
+    expand: Callable[[list[Any]], list[str]] | None = None
 
     def result_type(self, arg_types: list[SqlType], constants: list[Any]) -> SqlType:
         """The SQL type of a call with these argument types (and literal values, where constant)."""

@@ -197,21 +197,23 @@ def split_indices(
     """Split ``rows`` into train/validation/test.
 
     With ``order`` (e.g. a time column) the oldest rows train and the newest test; otherwise rows are
-    shuffled with ``seed``, per class when ``stratify`` labels are given (so rare classes reach every part).
+    shuffled with ``seed``. With ``stratify`` labels the split is made per class (so rare classes reach every
+    part); combined with ``order``, each class is split by time on its own.
     """
     parts = np.asarray(fractions, dtype=np.float64)
     if parts.shape != (3,) or (parts < 0).any() or parts[0] <= 0:
         raise ModelError(f"split fractions must be three non-negative numbers, got {list(fractions)}")
     parts = parts / parts.sum()
+    rng = np.random.default_rng(seed)
+    members = [np.arange(rows)]
+    if stratify is not None:
+        codes = np.unique(np.asarray(stratify).astype(str), return_inverse=True)[1].reshape(-1)
+        members = [np.flatnonzero(codes == c) for c in range(int(codes.max()) + 1)] if rows else members
     if order is not None:
-        groups = [np.argsort(np.asarray(order), kind="stable")]
+        ordering = np.asarray(order)
+        groups = [m[np.argsort(ordering[m], kind="stable")] for m in members]
     else:
-        rng = np.random.default_rng(seed)
-        if stratify is None:
-            groups = [rng.permutation(rows)]
-        else:
-            codes = np.unique(np.asarray(stratify).astype(str), return_inverse=True)[1]
-            groups = [rng.permutation(np.flatnonzero(codes == c)) for c in range(codes.max() + 1)]
+        groups = [rng.permutation(m) for m in members]
     pieces: list[list[np.ndarray]] = [[], [], []]
     for group in groups:
         cut = np.round(np.cumsum(parts)[:2] * len(group)).astype(int)

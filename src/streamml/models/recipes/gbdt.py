@@ -26,7 +26,7 @@ class GbdtRecipe:
         "max_leaf_nodes": 31,
         "min_samples_leaf": 20,
         "l2_regularization": 0.0,
-        "class_weight": None,  # or "balanced"
+        "class_weight": "balanced",  # rare positives (fraud) need the weight; None for balanced data
         "threshold_rule": "f1",
         "precision_floor": None,
         "positive_label": None,

@@ -89,6 +89,7 @@ class ImageRecipe:
         classes = sorted(set(y.tolist()))
         codes = np.searchsorted(np.asarray(classes, dtype=object), y)
         splits = splits or split_indices(len(y), p["split"], seed=seed, stratify=y)
+        torch.manual_seed(seed)  # initial weights too: the same seed gives the same model
         module = image_module(int(p["height"]), int(p["width"]), len(classes), float(max(x.max(), 1.0)))
         train_loss, val_loss = fit(
             module,

@@ -121,7 +121,7 @@ class SequenceRecipe:
         splits: Splits | None = None,
         plot_dir: Path | None = None,
     ) -> TrainedModel:
-        """Window, split by window end (oldest windows train), train, evaluate, export with parity."""
+        """Window, split by window end per class (oldest windows train), train, evaluate, export with parity."""
         from streamml.models.export import export_torch
         from streamml.models.recipes.torch_support import fit, require_torch, sequence_module
 
@@ -132,7 +132,9 @@ class SequenceRecipe:
         data, columns = self.windows(features, label, p)
         if len(data.labels) < 10 or not data.labels.any():
             raise ModelError("too few windows (or no failures) to train a sequence model")
-        parts = split_indices(len(data.labels), p["split"], seed=seed, order=data.ends)
+        # oldest windows train, newest test, per class: failures are rare and cluster in time
+        parts = split_indices(len(data.labels), p["split"], seed=seed, stratify=data.labels, order=data.ends)
+        torch.manual_seed(seed)  # initial weights too: the same seed gives the same model
         module = sequence_module(len(columns), int(p["hidden"]), p["cell"], int(p["layers"]))
         train_loss, val_loss = fit(
             module,
