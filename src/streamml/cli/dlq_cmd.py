@@ -56,11 +56,16 @@ def replay(
     with BatchConsumer(config, [topic], group_id=group, track_end=True) as reader, Producer(config) as producer:
         while not reader.reached_end():
             batch = reader.poll_batch(1000, 0.5)
+            by_source: dict[str, tuple[list[bytes | None], list[bytes | None]]] = {}
             for key, value, headers in zip(batch.keys, batch.values, batch.headers, strict=True):
                 source = header_dict(headers).get(H_TOPIC)
                 if source:
-                    producer.produce_batch(source, [value], [key])
-                    replayed += 1
+                    keys, values = by_source.setdefault(source, ([], []))
+                    keys.append(key)
+                    values.append(value)
+            for source, (keys, values) in by_source.items():
+                producer.produce_batch(source, values, keys)
+                replayed += len(values)
             if len(batch):
                 producer.flush()
                 reader.commit(batch.next_offsets())
