@@ -12,7 +12,8 @@ setup:
 lint:
 	bash scripts/lint.sh
 
-bench: setup
+bench:
+	bash scripts/setup-bench.sh
 	.venv/bin/streamml bench --quick
 
 broker-stop:

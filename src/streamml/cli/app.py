@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from streamml.cli import (
+    bench_cmd,
     consume_cmd,
     demo_cmd,
     dlq_cmd,
@@ -38,6 +39,7 @@ app.add_typer(dlq_cmd.app, name="dlq")
 app.add_typer(simulate_cmd.app, name="simulate")
 app.add_typer(models_cmd.app, name="models")
 app.command("train")(train_cmd.train)
+app.command("bench")(bench_cmd.bench)
 app.command("sql")(sql_cmd.sql)
 app.command("run")(sql_cmd.run)
 app.command("status")(status_cmd.status)

@@ -88,9 +88,18 @@ class RecordBatch:
 
     def next_offsets(self) -> dict[tuple[str, int], int]:
         """Per (topic, partition), the offset after the last record of this batch (what a commit stores)."""
+        if not self._messages:
+            return {}
+        partitions, offsets = self.partitions, self.offsets
+        topics = self.topics
         out: dict[tuple[str, int], int] = {}
-        for m in self._messages:
-            out[(str(m.topic()), int(m.partition() or 0))] = int(m.offset() or 0) + 1
+        if topics[0] == topics[-1] and len(set(topics)) == 1:  # the usual case: one topic, vectorised
+            for p in np.unique(partitions):
+                out[(str(topics[0]), int(p))] = int(offsets[partitions == p].max()) + 1
+            return out
+        for t, p, o in zip(topics, partitions, offsets, strict=True):
+            key = (str(t), int(p))
+            out[key] = max(out.get(key, 0), int(o) + 1)
         return out
 
 
@@ -134,6 +143,7 @@ class BatchConsumer:
             "fetch.wait.max.ms": 100,
             "partition.assignment.strategy": "cooperative-sticky",
             "session.timeout.ms": 10_000,
+            "socket.nagle.disable": True,
             "heartbeat.interval.ms": 1_000,
         }
         conf.update(properties or {})
@@ -142,6 +152,7 @@ class BatchConsumer:
         except KafkaException as exc:
             raise translate(exc, "creating consumer", self._bootstrap) from None
         self.at_end: set[tuple[str, int]] = set()
+        self._group_metadata: Any = None
         if group_id:
             self._consumer.subscribe(self.topics, on_assign=self._assigned, on_revoke=self._revoked)
         else:
@@ -173,6 +184,7 @@ class BatchConsumer:
         return self._positioned(tps)
 
     def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._group_metadata = None  # the generation changed
         if self.start.offset is not None or self.start.timestamp_ms is not None:
             # explicit positions apply only where the group has no committed offset yet
             committed = consumer.committed(partitions, timeout=10.0)
@@ -185,6 +197,7 @@ class BatchConsumer:
             self._on_assign(partitions)
 
     def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._group_metadata = None
         log.info("revoked %s", [(tp.topic, tp.partition) for tp in partitions])
         if self._on_revoke is not None:
             self._on_revoke(partitions)
@@ -260,7 +273,10 @@ class BatchConsumer:
             raise translate(exc, "committing offsets", self._bootstrap) from None
 
     def group_metadata(self) -> Any:
-        return self._consumer.consumer_group_metadata()
+        """The group's metadata for transactional offset commits (cached until the next rebalance)."""
+        if self._group_metadata is None:
+            self._group_metadata = self._consumer.consumer_group_metadata()
+        return self._group_metadata
 
     @property
     def raw(self) -> Consumer:

@@ -40,6 +40,7 @@ class Producer:
             "queue.buffering.max.messages": 1_000_000,
             "queue.buffering.max.kbytes": 1024 * 1024,
             "delivery.report.only.error": True,
+            "socket.nagle.disable": True,
         }
         conf.update(properties or {})
         try:
@@ -114,23 +115,22 @@ class Producer:
         """Per-record ``produce`` calls: the batch API carries neither headers nor timestamps."""
         per_record = bool(headers) and not isinstance(headers[0], tuple)
         produce, callback = self._producer.produce, self._on_delivery
-        for i in range(len(values)):
-            kwargs: dict[str, Any] = {}
-            if headers:
-                kwargs["headers"] = headers[i] if per_record else headers
-            if partitions is not None:
-                kwargs["partition"] = int(partitions[i])
-            if timestamps is not None:
-                kwargs["timestamp"] = int(timestamps[i])
-            self._send(produce, topic, values[i], None if keys is None else keys[i], callback, **kwargs)
-
-    def _send(self, produce: Any, topic: str, value: Any, key: Any, callback: Any, **kwargs: Any) -> None:
-        while True:
+        done, n = 0, len(values)
+        while done < n:
             try:
-                produce(topic, value, key, on_delivery=callback, **kwargs)
-                return
+                for i in range(done, n):  # resumes where a full queue stopped it
+                    done = i
+                    kwargs: dict[str, Any] = {"on_delivery": callback}
+                    if headers:
+                        kwargs["headers"] = headers[i] if per_record else headers
+                    if partitions is not None:
+                        kwargs["partition"] = int(partitions[i])
+                    if timestamps is not None:
+                        kwargs["timestamp"] = int(timestamps[i])
+                    produce(topic, values[i], None if keys is None else keys[i], **kwargs)
+                done = n
             except BufferError:
-                self._producer.poll(0.05)  # local queue full: let deliveries drain
+                self._producer.poll(0.05)  # local queue full: let deliveries drain, then resume
             except KafkaException as exc:
                 raise translate(exc, f"producing to '{topic}'", self._bootstrap) from None
 
@@ -185,7 +185,14 @@ class TransactionalProducer(Producer):
         properties: Mapping[str, Any] | None = None,
         init_timeout_s: float = 30.0,
     ) -> None:
-        props = {"transactional.id": transactional_id, "transaction.timeout.ms": 60_000, **(properties or {})}
+        props = {
+            "transactional.id": transactional_id,
+            "transaction.timeout.ms": 60_000,
+            # the coordinator answers CONCURRENT_TRANSACTIONS while the previous commit completes: retry soon
+            "retry.backoff.ms": 5,
+            "retry.backoff.max.ms": 50,
+            **(properties or {}),
+        }
         super().__init__(config, props)
         self.transactional_id = transactional_id
         self.in_transaction = False

@@ -10,6 +10,7 @@ refusal is logged and kept for ``status``.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -50,7 +51,7 @@ class Served:
 
     @property
     def arrow_type(self) -> pa.StructType:
-        return parse_type(self.sql_type).to_arrow()
+        return _arrow_type(self.sql_type)
 
     @property
     def width(self) -> int | None:
@@ -208,6 +209,11 @@ class ModelProvider:
 
     def install(self, engine: SqlEngine) -> None:
         engine.functions.add(self.function())
+
+
+@functools.lru_cache(maxsize=64)
+def _arrow_type(sql_type: str) -> pa.StructType:
+    return parse_type(sql_type).to_arrow()
 
 
 def _missing(column: pa.Array) -> int:
