@@ -201,3 +201,19 @@ def test_scale_out_two_then_three_workers_exactly_once(
     assert len(workers) == 3, status.stdout
     assert all(w["queries"][0]["query"] == "CSAS_COPIED_0" and w["queries"][0]["state"] == "RUNNING" for w in workers)
     assert sum(w["queries"][0]["records_in"] for w in workers) >= n
+
+
+def test_sql_prompt_reads_statements_until_end_of_input(
+    cli: Callable[..., subprocess.CompletedProcess[str]], topic: Callable[..., str], unique: Callable[[str], str]
+) -> None:
+    source = topic()
+    env = {"STREAMML_SERVICE_ID": unique("svc")}
+    script = (
+        f"CREATE STREAM s (speed DOUBLE)\n  WITH (KAFKA_TOPIC='{source}', VALUE_FORMAT='JSON');\n"
+        "SELECT nope FROM s;\n"  # an error is reported and the prompt goes on
+        "SHOW STREAMS;\n"
+    )
+    proc = cli("sql", input=script, env=env)
+    assert "Stream created" in proc.stdout
+    assert "unknown column 'NOPE'" in proc.stderr or "NOPE" in proc.stderr
+    assert source in proc.stdout  # SHOW STREAMS lists it after the error
