@@ -184,9 +184,14 @@ def test_scale_out_two_then_three_workers_exactly_once(
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and len(read_all(kafka_config, copied)) < n:
             time.sleep(1)
-        status = subprocess.run(
-            [STREAMML, "status", "--json"], check=False, env=env, capture_output=True, text=True, timeout=60
-        )
+        for _ in range(10):  # status records are snapshots published every 2 s: wait for one with the totals
+            status = subprocess.run(
+                [STREAMML, "status", "--json"], check=False, env=env, capture_output=True, text=True, timeout=60
+            )
+            workers = [orjson.loads(line) for line in status.stdout.splitlines()]
+            if len(workers) == 3 and sum(w["queries"][0]["records_in"] for w in workers if w["queries"]) >= n:
+                break
+            time.sleep(1)
     finally:
         for proc in (two, third):
             if proc is not None:
@@ -197,7 +202,6 @@ def test_scale_out_two_then_three_workers_exactly_once(
     values = sorted(orjson.loads(v)["N"] for _, v in read_all(kafka_config, copied) if v is not None)
     assert values == list(range(n)), "every record exactly once across rebalances"
     assert status.returncode == 0, status.stderr
-    workers = [orjson.loads(line) for line in status.stdout.splitlines()]
     assert len(workers) == 3, status.stdout
     assert all(w["queries"][0]["query"] == "CSAS_COPIED_0" and w["queries"][0]["state"] == "RUNNING" for w in workers)
     assert sum(w["queries"][0]["records_in"] for w in workers) >= n
