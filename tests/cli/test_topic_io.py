@@ -94,3 +94,13 @@ def test_debug_shows_the_traceback(cli: Cli, unique: Callable[[str], str]) -> No
     proc = cli("--debug", "topic", "describe", unique("missing"), check=False)
     assert proc.returncode == 4
     assert "Traceback" in proc.stderr
+
+
+def test_consume_reads_past_one_batch_to_the_end(cli: Cli, topic: Callable[..., str], kafka_config: dict) -> None:
+    from streamml.kafka import Producer
+
+    name = topic(partitions=2)
+    with Producer(kafka_config) as producer:
+        producer.produce_batch(name, [b'{"i": %d}' % i for i in range(25_000)])
+    out = cli("consume", name, "-o", "jsonl", timeout=60).stdout.splitlines()
+    assert len(out) == 25_000

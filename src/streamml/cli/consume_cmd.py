@@ -77,7 +77,8 @@ def consume(
     table = Table(show_lines=False) if output == "table" else None
     try:
         while limit is None or shown < limit:
-            batch = consumer.poll_batch(max_records=min(10_000, (limit or 10_000) - shown), timeout_s=0.5)
+            room = 10_000 if limit is None else min(10_000, limit - shown)
+            batch = consumer.poll_batch(max_records=room, timeout_s=0.5)
             if len(batch):
                 shown_now, bad_now = _emit(batch, decoder, output, meta, table, topic, limit and limit - shown)
                 shown, bad = shown + shown_now, bad + bad_now

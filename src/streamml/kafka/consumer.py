@@ -207,6 +207,8 @@ class BatchConsumer:
     def poll_batch(self, max_records: int = 10_000, timeout_s: float = 0.5) -> RecordBatch:
         """Up to ``max_records`` records, adaptively: under load, whatever is buffered (a full batch); when
         idle, the first record to arrive (waiting at most ``timeout_s``) with whatever came along with it."""
+        if max_records < 1:
+            raise ValueError(f"max_records must be at least 1, got {max_records}")
         try:
             messages = self._consumer.consume(num_messages=max_records, timeout=0)
             if not messages and timeout_s > 0:
