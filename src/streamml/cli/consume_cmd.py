@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ from streamml.formats import get_format
 from streamml.formats.base import Format
 from streamml.ingest.records import load_avro_encoder
 from streamml.kafka import BatchConsumer, RecordBatch, StartAt, client_config
+from streamml.runtime.history import parse_time
 
 err = Console(stderr=True, highlight=False)
 out = Console(highlight=False)
@@ -30,25 +30,8 @@ def parse_start(offset: int | None, from_time: str | None, latest: bool) -> Star
     if offset is not None:
         return StartAt(offset=offset)
     if from_time is not None:
-        return StartAt(timestamp_ms=parse_time_ms(from_time))
+        return StartAt(timestamp_ms=parse_time(from_time))
     return StartAt(position="latest" if latest else "earliest")
-
-
-def parse_time_ms(text: str) -> int:
-    """Epoch milliseconds from digits or an ISO-8601 time (``2026-11-21T10:00:00Z``; naive means UTC)."""
-    if text.isdigit():
-        return int(text)
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise InputError(
-            f"invalid time '{text}'", hint="use epoch milliseconds or ISO-8601 like 2026-11-21T10:00:00Z"
-        ) from None
-    if moment.tzinfo is None:
-        from datetime import UTC
-
-        moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp() * 1000)
 
 
 def consume(
