@@ -290,7 +290,9 @@ def _free_port() -> int:
 
 
 def _port_free(port: int) -> bool:
+    """Whether the broker could listen on ``port`` (as it does, ignoring sockets in TIME_WAIT)."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
