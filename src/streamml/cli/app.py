@@ -61,6 +61,8 @@ def root(
     """Real-time machine learning on Apache Kafka."""
     level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if not (debug or verbose):  # librdkafka's transient warnings (retries while a broker warms up) are noise here
+        logging.getLogger("streamml.kafka.client").setLevel(logging.ERROR)
     ctx.obj = AppState(config_file=config, bootstrap=bootstrap, home=home, debug=debug)
 
 
