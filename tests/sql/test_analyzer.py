@@ -125,3 +125,20 @@ def test_explain(engine: SqlEngine) -> None:
     assert (
         "Output schema: USER STRING KEY, WINDOWSTART BIGINT KEY, WINDOWEND BIGINT KEY, KSQL_COL_0 BIGINT" in agg.message
     )
+
+
+def test_unknown_query_id_is_named_with_the_closest_one() -> None:
+    from streamml.errors import SqlError
+    from streamml.sql import SqlEngine
+
+    engine = SqlEngine()
+    engine.execute("CREATE STREAM s (x DOUBLE) WITH (KAFKA_TOPIC='s', VALUE_FORMAT='JSON');")
+    query_id = engine.execute("CREATE STREAM t AS SELECT x FROM s;")[0].query_id
+    assert query_id is not None
+    for statement in (f"TERMINATE {query_id}X;", f"EXPLAIN {query_id}X;"):
+        with pytest.raises(SqlError, match=f"unknown query '{query_id}X'") as info:
+            engine.execute(statement)
+        assert info.value.hint is not None and query_id in info.value.hint
+    assert "Query type" in engine.execute(f"EXPLAIN {query_id.lower()};")[0].message
+    assert engine.execute(f"TERMINATE {query_id.lower()};")[0].query_id == query_id
+    assert query_id not in engine.queries

@@ -131,16 +131,7 @@ class SqlEngine:
             return self._terminate(stmt, text)
         if isinstance(stmt, ast.Explain):
             if stmt.query_id is not None:
-                key = next((q for q in self.queries if q.upper() == stmt.query_id.upper()), None)
-                if key is None:
-                    raise SqlError(
-                        f"unknown query '{stmt.query_id}'",
-                        line=stmt.pos.line,
-                        column=stmt.pos.column,
-                        statement=text,
-                        hint=suggest(stmt.query_id, list(self.queries)),
-                    )
-                plan = self.queries[key]
+                plan = self.queries[self._query_id(stmt, stmt.query_id, text)]
             else:
                 assert stmt.statement is not None
                 plan = self._plan_of(stmt.statement, text, self.catalog.copy())
@@ -183,20 +174,25 @@ class SqlEngine:
         self.catalog.drop(source.name)
         return StatementResult(stmt, "DROPPED", f"{source.kind.title()} {source.name} dropped", source=source)
 
+    def _query_id(self, stmt: ast.Statement, query_id: str, text: str) -> str:
+        """The registered id matching ``query_id`` case-insensitively, or an error naming the closest one."""
+        key = next((q for q in self.queries if q.upper() == query_id.upper()), None)
+        if key is None:
+            raise SqlError(
+                f"unknown query '{query_id}'",
+                line=stmt.pos.line,
+                column=stmt.pos.column,
+                statement=text,
+                hint=suggest(query_id, list(self.queries)),
+            )
+        return key
+
     def _terminate(self, stmt: ast.Terminate, text: str) -> StatementResult:
         if stmt.query_id is None:
             ids = list(self.queries)
             self.queries.clear()
             return StatementResult(stmt, "TEXT", f"terminated {len(ids)} queries")
-        key = next((q for q in self.queries if q.upper() == stmt.query_id.upper()), None)
-        if key is None:
-            raise SqlError(
-                f"unknown query '{stmt.query_id}'",
-                line=stmt.pos.line,
-                column=stmt.pos.column,
-                statement=text,
-                hint=suggest(stmt.query_id, list(self.queries)),
-            )
+        key = self._query_id(stmt, stmt.query_id, text)
         del self.queries[key]
         return StatementResult(stmt, "TEXT", f"terminated {key}", query_id=key)
 
