@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -61,7 +60,6 @@ class QueryMetrics:
     model_versions: dict[str, str] = field(default_factory=dict)
     lag: dict[str, int] = field(default_factory=dict)
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def rate_in(self) -> float:
         elapsed = time.time() - self.started_at

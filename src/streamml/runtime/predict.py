@@ -279,10 +279,3 @@ def provider_for(settings: Settings, follow: bool = True) -> tuple[ModelProvider
     provider = ModelProvider(Registry(settings.registry_root))
     follower = ControlFollower(settings, provider.on_event).start() if follow else None
     return provider, follower
-
-
-def wait_until(predicate: Callable[[], bool], timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and not predicate():
-        time.sleep(0.05)
-    return predicate()
