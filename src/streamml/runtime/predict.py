@@ -33,6 +33,10 @@ from streamml.sql import SqlEngine, SqlType, UserFunction, parse_type
 
 log = logging.getLogger(__name__)
 
+#: every row-level PREDICT failure starts with this; DuckDB passes UDF errors on as text only, so the runtime
+#: recognises prediction failures (dead-letter kind ``predict``) by it
+FAILURE_PREFIX = "PREDICT("
+
 #: fields PREDICT adds to every model's own output fields, so each output value names its scorer
 PROVENANCE = (("model", "VARCHAR"), ("version", "INTEGER"))
 
@@ -121,16 +125,16 @@ class ModelProvider:
         served = pinned.get(ref) or self.serve(ref)
         width = served.width
         if width is not None and len(columns) != width:
-            raise ModelError(f"PREDICT('{ref}'): {served.label} reads {width} features, got {len(columns)}")
+            raise ModelError(f"{FAILURE_PREFIX}'{ref}'): {served.label} reads {width} features, got {len(columns)}")
         for i, column in enumerate(columns):
             missing = _missing(column)
             if missing:
-                raise ModelError(f"PREDICT('{ref}'): feature {i + 1} is NULL or NaN in {missing} rows")
+                raise ModelError(f"{FAILURE_PREFIX}'{ref}'): feature {i + 1} is NULL or NaN in {missing} rows")
         started = time.perf_counter()
         try:
             raw = served.model.predict(columns)
         except Exception as exc:
-            raise ModelError(f"PREDICT('{ref}') with {served.label}: {exc}") from None
+            raise ModelError(f"{FAILURE_PREFIX}'{ref}') with {served.label}: {exc}") from None
         finally:
             self._local.model_seconds = getattr(self._local, "model_seconds", 0.0) + time.perf_counter() - started
         struct = served.version.card.postprocess(raw)

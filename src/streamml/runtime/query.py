@@ -26,7 +26,7 @@ from streamml.runtime.deadletter import DeadLetters
 from streamml.runtime.metrics import QueryMetrics
 from streamml.runtime.naming import changelog_topic, dead_letter_topic, group_id, transactional_id
 from streamml.runtime.options import ErrorPolicy, Guarantee, RuntimeOptions
-from streamml.runtime.predict import ModelProvider
+from streamml.runtime.predict import FAILURE_PREFIX, ModelProvider
 from streamml.runtime.tables import TableFeed
 from streamml.sql import BatchResult, QueryPlan, Source
 from streamml.sql.plan import STREAM_STREAM_JOIN, STREAM_TABLE_JOIN
@@ -224,8 +224,8 @@ class PersistentQuery:
         self.metrics.late += result.counters.get("late", 0)
         if result.failures:
             failures = [(int(decoded.rows[f.index]), f.reason) for f in result.failures]
-            predict = [f for f in failures if "PREDICT(" in f[1]]
-            evaluate = [f for f in failures if "PREDICT(" not in f[1]]
+            predict = [f for f in failures if FAILURE_PREFIX in f[1]]
+            evaluate = [f for f in failures if FAILURE_PREFIX not in f[1]]
             for kind, group in (("predict", predict), ("evaluate", evaluate)):
                 if group:
                     self._reject(batch, group, kind, self.options.on_eval_error, dead, model_version)
