@@ -38,6 +38,10 @@ __all__ = ["JsonFormat"]
 
 _MAX_BLOCK = 1 << 20
 _SAMPLE_RECORDS = 16
+#: batches smaller than this are encoded row by row with orjson when that writes the values DuckDB would
+_ROWWISE_BELOW = 1024
+#: batches smaller than this (bytes) are parsed in one block on the calling thread
+_ONE_BLOCK_BELOW = 256 * 1024
 _LBRACE, _RBRACE = 0x7B, 0x7D
 
 
@@ -160,8 +164,11 @@ class JsonFormat(Format):
             max_len = max(map(len, chunk))
         if not self._arrow_reader:
             return self._decode_python(chunk)
-        block = max(min(len(buf) // 2 + 1, _MAX_BLOCK), max_len + 2, 4096)
-        read_options = pajson.ReadOptions(use_threads=True, block_size=block)
+        if len(buf) < _ONE_BLOCK_BELOW:  # threads and blocks cost more than they save on a small batch
+            read_options = pajson.ReadOptions(use_threads=False, block_size=len(buf) + 1)
+        else:
+            block = max(min(len(buf) // 2 + 1, _MAX_BLOCK), max_len + 2, 4096)
+            read_options = pajson.ReadOptions(use_threads=True, block_size=block)
         if self.schema is None:
             table = pajson.read_json(pa.BufferReader(buf), read_options=read_options)
             table.validate(full=True)
@@ -241,6 +248,8 @@ class JsonFormat(Format):
         prepared = pa.Table.from_arrays([_jsonable_chunked(col) for col in table.columns], names=table.column_names)
         if casefold_duplicates(table.column_names) or any(pat.is_decimal256(f.type) for f in prepared.schema):
             return _encode_python(prepared)
+        if table.num_rows < _ROWWISE_BELOW and all(_rowwise_same(f.type) for f in prepared.schema):
+            return _encode_python(prepared)  # a small batch: orjson beats the fixed cost of a DuckDB query
         cursor = self._connection().cursor()
         try:
             cursor.register("__streamml_rows", prepared)
@@ -515,6 +524,25 @@ def _jsonable(arr: pa.Array) -> pa.Array:
     else:
         target = pa.list_(values.type)
     return rebuild_list(arr, values, target)
+
+
+def _rowwise_same(t: pa.DataType) -> bool:
+    """Whether orjson writes the values of ``t`` (as prepared for encoding) as DuckDB's ``to_json`` does.
+
+    Only the spelling of some numbers differs (``1e+20`` against ``100000000000000000000.0``), never a value.
+    """
+    if pat.is_struct(t):
+        return all(_rowwise_same(f.type) for f in t)
+    if pat.is_list(t) or pat.is_large_list(t):
+        return _rowwise_same(t.value_type)
+    return (
+        pat.is_integer(t)
+        or pat.is_float64(t)
+        or pat.is_boolean(t)
+        or pat.is_string(t)
+        or pat.is_large_string(t)
+        or pat.is_null(t)
+    )
 
 
 def _encode_python(table: pa.Table) -> list[bytes]:

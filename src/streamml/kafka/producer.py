@@ -41,6 +41,7 @@ class Producer:
             "queue.buffering.max.kbytes": 1024 * 1024,
             "delivery.report.only.error": True,
             "socket.nagle.disable": True,
+            "on_delivery": self._on_delivery,
         }
         conf.update(properties or {})
         try:
@@ -112,24 +113,34 @@ class Producer:
         partitions: Sequence[int] | None,
         timestamps: Sequence[int] | None,
     ) -> None:
-        """Per-record ``produce`` calls: the batch API carries neither headers nor timestamps."""
+        """Per-record ``produce`` calls: the batch API carries neither headers nor timestamps.
+
+        Every argument is spelled out per record (-1: the partitioner picks, 0: the current time), so the
+        loop builds no dictionaries; failed deliveries reach the callback set in the configuration.
+        """
+        n = len(values)
         per_record = bool(headers) and not isinstance(headers[0], tuple)
-        produce, callback = self._producer.produce, self._on_delivery
-        done, n = 0, len(values)
+        key_list = [None] * n if keys is None else keys
+        header_list = headers if per_record else [headers or None] * n
+        partition_list = [-1] * n if partitions is None else [int(p) for p in partitions]
+        stamps = [0] * n if timestamps is None else [int(t) for t in timestamps]
+        produce = self._producer.produce
+        done = 0
         while done < n:
+            i = done
             try:
                 for i in range(done, n):  # resumes where a full queue stopped it
-                    done = i
-                    kwargs: dict[str, Any] = {"on_delivery": callback}
-                    if headers:
-                        kwargs["headers"] = headers[i] if per_record else headers
-                    if partitions is not None:
-                        kwargs["partition"] = int(partitions[i])
-                    if timestamps is not None:
-                        kwargs["timestamp"] = int(timestamps[i])
-                    produce(topic, values[i], None if keys is None else keys[i], **kwargs)
+                    produce(
+                        topic,
+                        values[i],
+                        key_list[i],
+                        partition=partition_list[i],
+                        timestamp=stamps[i],
+                        headers=header_list[i],
+                    )
                 done = n
             except BufferError:
+                done = i
                 self._producer.poll(0.05)  # local queue full: let deliveries drain, then resume
             except KafkaException as exc:
                 raise translate(exc, f"producing to '{topic}'", self._bootstrap) from None

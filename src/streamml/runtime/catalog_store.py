@@ -57,19 +57,58 @@ class CatalogStore:
 
     def load(self, timeout_s: float = 30.0) -> CatalogState:
         """The latest stored state (an empty one when nothing was stored yet)."""
-        latest: bytes | None = None
-        with BatchConsumer(self.config, [self.topic], track_end=True) as reader:
-            deadline = time.monotonic() + timeout_s
-            while not reader.reached_end() and time.monotonic() < deadline:
-                batch = reader.poll_batch(1000, 0.2)
-                for key, value in zip(batch.keys, batch.values, strict=True):
-                    if key == _KEY and value is not None:
-                        latest = value
-        return CatalogState.from_json(latest) if latest else CatalogState()
+        with self.follow() as follower:
+            return follower.state(timeout_s)
+
+    def follow(self) -> CatalogFollower:
+        """A reader that stays at the end of the catalog topic, so later looks cost one local poll."""
+        return CatalogFollower(self)
 
     def save(self, state: CatalogState) -> None:
         with Producer(self.config) as producer:
             producer.produce_batch(self.topic, [state.to_json()], [_KEY])
+
+
+class CatalogFollower:
+    """Follows the catalog topic; :meth:`changed` says whether a newer state was stored since the last look."""
+
+    def __init__(self, store: CatalogStore) -> None:
+        self._reader = BatchConsumer(store.config, [store.topic], track_end=True)
+        self._latest: bytes | None = None
+        self._seen: bytes | None = None
+
+    def _read(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            batch = self._reader.poll_batch(1000, 0.2 if not self._reader.reached_end() else 0.0)
+            for key, value in zip(batch.keys, batch.values, strict=True):
+                if key == _KEY and value is not None:
+                    self._latest = value
+            if (self._reader.reached_end() and not len(batch)) or time.monotonic() > deadline:
+                return
+
+    def state(self, timeout_s: float = 30.0) -> CatalogState:
+        """The latest stored state, reading up to the end of the topic first."""
+        self._read(timeout_s)
+        self._seen = self._latest
+        return CatalogState.from_json(self._latest) if self._latest else CatalogState()
+
+    def changed(self, timeout_s: float = 30.0) -> CatalogState | None:
+        """The latest stored state if it differs from what :meth:`state` or this method last returned."""
+        self._read(timeout_s)
+        if self._latest == self._seen:
+            return None
+        self._seen = self._latest
+        return CatalogState.from_json(self._latest) if self._latest else CatalogState()
+
+    def close(self) -> None:
+        self._reader.close()
+
+    def __enter__(self) -> CatalogFollower:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def engine_from_state(state: CatalogState, engine: SqlEngine | None = None) -> SqlEngine:

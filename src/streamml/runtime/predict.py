@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from streamml.config import Settings
 from streamml.errors import ModelError, StreamMLError
@@ -224,7 +223,8 @@ def _missing(column: pa.Array) -> int:
     """Rows where a feature is NULL, or NaN for floating point (vectorised)."""
     missing = column.null_count
     if pa.types.is_floating(column.type):
-        missing += int(pc.sum(pc.is_nan(column)).as_py() or 0)
+        values = column.to_numpy(zero_copy_only=False)  # nulls become NaN: count them once
+        missing = int(np.count_nonzero(np.isnan(values)))
     return missing
 
 

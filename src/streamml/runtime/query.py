@@ -248,9 +248,13 @@ class PersistentQuery:
             )
         if result.table.num_rows:
             out = self.sink_codec.encode(result, batch.keys, decoded.rows)
-            headers: list[tuple[str, bytes | str]] = [("streamml.query", self.query_id.encode())]
+            # scored records name the query and model versions; plain SQL output carries no headers, as in ksqlDB
+            headers: list[tuple[str, bytes | str]] | None = None
             if model_version is not None:
-                headers.append(("streamml.model.version", model_version.encode()))
+                headers = [
+                    ("streamml.query", self.query_id.encode()),
+                    ("streamml.model.version", model_version.encode()),
+                ]
             self.producer.produce_batch(
                 self.sink_topic, out.values, out.keys, headers=headers, timestamps=out.timestamps
             )

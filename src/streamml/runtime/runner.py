@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from streamml.config import Settings
-from streamml.runtime.catalog_store import CatalogStore, engine_from_state
+from streamml.runtime.catalog_store import CatalogFollower, CatalogState, CatalogStore, engine_from_state
 from streamml.runtime.metrics import QueryMetrics
 from streamml.runtime.observe import StatusPublisher, serve_metrics
 from streamml.runtime.options import RuntimeOptions
@@ -60,6 +60,7 @@ class Runner:
         self.publisher: StatusPublisher | None = None
         self.port: int | None = None
         self._running: dict[str, _Running] = {}
+        self._catalog: CatalogFollower | None = None
         self._stopped = threading.Event()
         self._wanted = None if self.only is None else {q.upper() for q in self.only}
 
@@ -79,8 +80,15 @@ class Runner:
             self.shutdown()
 
     def sync(self) -> None:
-        """Start queries that should run and stop those that were terminated."""
-        state = self.store.load()
+        """Start queries that should run and stop those that were terminated (a no-op while the catalog stays
+        as it was: the follower costs one local poll)."""
+        if self._catalog is None:
+            self._catalog = self.store.follow()
+            state: CatalogState | None = self._catalog.state()
+        else:
+            state = self._catalog.changed()
+        if state is None:
+            return
         engine = SqlEngine.with_plugins()
         if self.functions_hook is not None:
             self.functions_hook(engine)
@@ -151,6 +159,9 @@ class Runner:
         for query_id in list(self._running):
             self._running[query_id].thread.join(60)
         self._running.clear()
+        if self._catalog is not None:
+            self._catalog.close()
+            self._catalog = None
         if self.follower is not None:
             self.follower.stop()
         if self.publisher is not None:

@@ -126,8 +126,8 @@ class QueryExecutor:
             self.con.execute(macro)
         for use in plan.udfs:
             use.function.register(self.con, list(use.arg_types), use.result_type)
-        self._schemas = [{c.name: c.type for c in source.columns} for source in plan.sources]
-        self._schema = self._schemas[0]
+        #: per source (left, right), its columns with their Arrow types
+        self._schemas = [{c.name: c.type.to_arrow() for c in source.columns} for source in plan.sources]
         self.aggregate: AggregateState | None = None
         if plan.aggregate is not None:
             window = plan.aggregate.window
@@ -142,17 +142,15 @@ class QueryExecutor:
         self.emitted = 0
 
     # ---- input ------------------------------------------------------------------------------------------
-    def _input(
-        self, batch: pa.Table, meta: pa.Table | Mapping[str, Any] | None, schema: dict[str, Any] | None = None
-    ) -> pa.Table:
+    def _input(self, batch: pa.Table, meta: pa.Table | Mapping[str, Any] | None, source: int = 0) -> pa.Table:
         n = batch.num_rows
-        schema = self._schema if schema is None else schema
+        schema = self._schemas[source]
+        present = set(batch.column_names)
         by_upper = {name.upper(): name for name in batch.column_names}
         arrays: list[pa.Array | pa.ChunkedArray] = []
         names: list[str] = []
-        for name, sql_type in schema.items():
-            arrow_type = sql_type.to_arrow()
-            actual = name if name in batch.column_names else by_upper.get(name.upper())
+        for name, arrow_type in schema.items():
+            actual = name if name in present else by_upper.get(name.upper())
             if actual is None:
                 column: pa.Array | pa.ChunkedArray = pa.nulls(n, arrow_type)
             else:
@@ -227,7 +225,7 @@ class QueryExecutor:
         A batch of a stateful query may mix partitions; its result then lists the output of each partition
         in turn (ascending partition), each in record order; ``indices`` refer to rows of ``batch``.
         """
-        table = self._input(batch, meta, self._schemas[1] if side == "right" else None)
+        table = self._input(batch, meta, 1 if side == "right" else 0)
         if not self.plan.stateful:
             return self._apply_limit(self._execute_partition(table, 0, side))
         results = [
@@ -262,7 +260,7 @@ class QueryExecutor:
 
     def _empty_inputs(self) -> tuple[pa.Table, pa.Table]:
         empty = pa.table({})
-        return self._input(empty, None, self._schemas[0]), self._input(empty, None, self._schemas[1])
+        return self._input(empty, None, 0), self._input(empty, None, 1)
 
     def _execute_stream_join(self, table: pa.Table, side: str, partition: int) -> BatchResult:
         assert self.buffers is not None and self.plan.join is not None
