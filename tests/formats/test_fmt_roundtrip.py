@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from typing import Any
+from unittest.mock import patch
 
 import pyarrow as pa
 import pytest
@@ -107,3 +108,29 @@ def test_json_non_finite_floats_become_null(xs: list[float]) -> None:
     fmt = JsonFormat(schema)
     decoded = fmt.decode(fmt.encode(pa.table({"x": xs}, schema=schema)))
     assert decoded.table.column("x").to_pylist() == [x if math.isfinite(x) else None for x in xs]
+
+
+ROWWISE = pa.schema(
+    [
+        *FLAT,
+        ("pixels", pa.list_(pa.float64())),
+        ("point", pa.struct([("x", pa.float64()), ("tags", pa.list_(pa.string()))])),
+        ("at", pa.timestamp("ms")),
+    ]
+)
+
+
+@SETTINGS
+@given(tables(ROWWISE, min_rows=1))
+def test_json_small_batches_encode_the_values_large_ones_do(table: pa.Table) -> None:
+    """Small batches are written row by row with orjson, large ones by DuckDB: the values must not differ."""
+    import orjson
+
+    from streamml.formats import json as json_format
+
+    fmt = JsonFormat(ROWWISE)
+    assert table.num_rows < json_format._ROWWISE_BELOW
+    rowwise = fmt.encode(table)
+    with patch.object(json_format, "_ROWWISE_BELOW", 0):
+        vectorised = fmt.encode(table)
+    assert [orjson.loads(v) for v in rowwise] == [orjson.loads(v) for v in vectorised]

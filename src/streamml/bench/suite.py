@@ -43,7 +43,8 @@ LABELS = {
 class SuiteOptions:
     """Sizes of one suite run; :meth:`quick` finishes in a few minutes on two cores."""
 
-    records: int = 100_000
+    #: large enough that joining, warming up and the last commit do not decide the rate
+    records: int = 200_000
     rounds: int = 3
     loop_records: int = 5_000
     latency_rate: int = 5_000
@@ -59,7 +60,7 @@ class SuiteOptions:
 
     @classmethod
     def quick(cls, **overrides: object) -> SuiteOptions:
-        base: dict[str, object] = {"records": 30_000, "rounds": 1, "loop_records": 2_000, "latency_s": 10.0}
+        base: dict[str, object] = {"records": 100_000, "rounds": 1, "loop_records": 2_000, "latency_s": 10.0}
         return cls(**{**base, **overrides})  # type: ignore[arg-type]
 
 

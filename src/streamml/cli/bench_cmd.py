@@ -18,7 +18,7 @@ err = Console(stderr=True, highlight=False)
 
 def bench(
     ctx: typer.Context,
-    quick: bool = typer.Option(False, "--quick", help="30k records, one round, 10 s latency run: a few minutes."),
+    quick: bool = typer.Option(False, "--quick", help="100k records, one round, 10 s latency run: a few minutes."),
     records: int | None = typer.Option(None, "--records", min=100, help="Input records per scenario."),
     rounds: int | None = typer.Option(None, "--rounds", min=1, help="Alternating rounds; medians are reported."),
     suite: str = typer.Option("all", "--suite", help="all, pipeline or sql."),
