@@ -235,3 +235,13 @@ def test_record_larger_than_a_read_block() -> None:
     fmt = JsonFormat(schema)
     table = pa.table({"a": ["x" * 3_000_000, "q"], "b": [1, 2]}, schema=schema)
     assert fmt.decode(fmt.encode(table)).table.equals(table)
+
+
+@pytest.mark.parametrize("with_map", [False, True], ids=["vectorised", "row by row"])
+def test_varchar_takes_any_json_value_as_its_text(with_map: bool) -> None:
+    """As in ksqlDB; a schema with a MAP is read row by row and must agree with the vectorised reader."""
+    fields = [("s", pa.string()), ("n", pa.int64())] + ([("m", pa.map_(pa.string(), pa.int64()))] if with_map else [])
+    fmt = JsonFormat(pa.schema(fields))
+    decoded = fmt.decode([b'{"s": 5, "n": 1}', b'{"s": true, "n": 2}', b'{"s": "x", "n": 3}', b'{"s": 1, "n": "2"}'])
+    assert decoded.table.column("s").to_pylist() == ["5", "true", "x"]
+    assert [(f.index, f.reason) for f in decoded.failures] == [(3, "field 'n': expected int64, got string '2'")]

@@ -1,11 +1,13 @@
 """ksqlDB's JSON format: one JSON object per record, decoded a whole batch at a time into Arrow.
 
-Decoding joins a batch with newlines and hands it to Arrow's JSON reader (one vectorised parse); records that
-would confuse a line-delimited reader (pretty-printed, padded, not an object) are checked with orjson first.
-Field names match case-insensitively, as in ksqlDB: the spelling is learned from the first record of a batch.
+Decoding joins a batch with newlines and hands it to Polars' line-delimited JSON reader with the stream's
+schema (one vectorised, strict parse); records that would confuse a line-delimited reader (pretty-printed,
+padded, not an object) are checked with orjson first. A batch that fails is bisected, so only the bad records
+are set aside, each with the reason. Field names match case-insensitively, as in ksqlDB: the spelling is
+learned from the first record of a batch. As in ksqlDB, a VARCHAR field takes any JSON value, as its text.
 Types JSON has no literal for follow ksqlDB: TIMESTAMP/TIME/DATE are numbers (epoch units of the Arrow type,
 days for DATE), BYTES are base64 strings, NaN and infinities are written as null. Encoding runs DuckDB's
-``to_json`` over the Arrow table (no Python object per field).
+``to_json`` over the Arrow table (no Python object per field), or orjson row by row for small batches.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 import duckdb
 import numpy as np
 import orjson
+import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pajson
@@ -40,8 +43,6 @@ _MAX_BLOCK = 1 << 20
 _SAMPLE_RECORDS = 16
 #: batches smaller than this are encoded row by row with orjson when that writes the values DuckDB would
 _ROWWISE_BELOW = 1024
-#: batches smaller than this (bytes) are parsed in one block on the calling thread
-_ONE_BLOCK_BELOW = 256 * 1024
 _LBRACE, _RBRACE = 0x7B, 0x7D
 
 
@@ -62,7 +63,7 @@ class JsonFormat(Format):
             self._arrow_reader = all(_readable(f.type) for f in schema)
         else:
             self._arrow_reader = True
-        self._plans: dict[tuple[Any, ...], pa.Schema] = {}
+        self._plans: dict[tuple[Any, ...], tuple[pa.Schema, pl.Schema]] = {}
         self._lock = threading.Lock()
         self._duck: duckdb.DuckDBPyConnection | None = None
 
@@ -164,30 +165,23 @@ class JsonFormat(Format):
             max_len = max(map(len, chunk))
         if not self._arrow_reader:
             return self._decode_python(chunk)
-        if len(buf) < _ONE_BLOCK_BELOW:  # threads and blocks cost more than they save on a small batch
-            read_options = pajson.ReadOptions(use_threads=False, block_size=len(buf) + 1)
-        else:
+        if self.schema is None:
             block = max(min(len(buf) // 2 + 1, _MAX_BLOCK), max_len + 2, 4096)
             read_options = pajson.ReadOptions(use_threads=True, block_size=block)
-        if self.schema is None:
             table = pajson.read_json(pa.BufferReader(buf), read_options=read_options)
             table.validate(full=True)
             return table
-        read_schema = self._read_schema(sample)
-        parse_options = pajson.ParseOptions(
-            explicit_schema=read_schema, unexpected_field_behavior="ignore", newlines_in_values=False
-        )
-        table = pajson.read_json(pa.BufferReader(buf), read_options=read_options, parse_options=parse_options)
-        if any(_has_strings(f.type) for f in read_schema):
-            table.validate(full=True)
-        columns = [
-            pa.chunked_array([_restore(c, field.type) for c in col.chunks], field.type)
-            for col, field in zip(table.columns, self.schema, strict=True)
-        ]
+        read_schema, frame_schema = self._read_schema(sample)
+        table = pl.read_ndjson(buf, schema=frame_schema).to_arrow()
+        columns = []
+        for read, read_field, field in zip(table.columns, read_schema, self.schema, strict=True):
+            # Polars hands out large strings and lists
+            col = read if read.type == read_field.type else read.cast(read_field.type)
+            columns.append(pa.chunked_array([_restore(c, field.type) for c in col.chunks], field.type))
         return pa.Table.from_arrays(columns, schema=self.schema)
 
-    def _read_schema(self, sample: dict[str, Any] | None) -> pa.Schema:
-        """The schema to hand Arrow's reader: JSON-native types, key spelling as in ``sample``."""
+    def _read_schema(self, sample: dict[str, Any] | None) -> tuple[pa.Schema, pl.Schema]:
+        """The schema to read with: JSON-native types, key spelling as in ``sample``; in Arrow and in Polars."""
         assert self.schema is not None
         key = _spelling_key(sample, pa.struct(list(self.schema)))
         with self._lock:
@@ -196,11 +190,12 @@ class JsonFormat(Format):
             return cached
         read_type = _read_type(pa.struct(list(self.schema)), sample)
         schema = pa.schema(list(read_type))
+        plan = (schema, pl.Schema({f.name: _polars_type(f.type) for f in schema}))
         with self._lock:
             if len(self._plans) > 64:
                 self._plans.clear()
-            self._plans[key] = schema
-        return schema
+            self._plans[key] = plan
+        return plan
 
     def _decode_python(self, chunk: Sequence[bytes]) -> pa.Table:
         """Per-record fallback for schemas Arrow's JSON reader cannot read (maps)."""
@@ -321,7 +316,7 @@ def _read_type(t: pa.DataType, sample: Any) -> pa.DataType:
         return pa.list_(_read_type(t.value_type, first))
     if pat.is_timestamp(t) or pat.is_duration(t) or pat.is_date64(t) or pat.is_time64(t):
         return pa.int64()
-    if pat.is_time32(t):
+    if pat.is_time32(t) or pat.is_date32(t):
         return pa.int32()
     if pat.is_binary(t) or pat.is_large_binary(t) or pat.is_fixed_size_binary(t):
         return pa.string()
@@ -349,18 +344,13 @@ def _spelling_key(sample: Any, t: pa.DataType) -> tuple[Any, ...]:
     return ()
 
 
-def _has_strings(t: pa.DataType) -> bool:
-    if pat.is_string(t) or pat.is_large_string(t):
-        return True
-    if pat.is_struct(t):
-        return any(_has_strings(f.type) for f in t)
-    if is_list_like(t):
-        return _has_strings(t.value_type)
-    return False
+def _polars_type(t: pa.DataType) -> pl.DataType:
+    """The Polars type that reads JSON values as Arrow type ``t``."""
+    return pl.Series(pa.array([], t)).dtype
 
 
 def _restore(arr: pa.Array, target: pa.DataType) -> pa.Array:
-    """Turn an array as Arrow's JSON reader produced it into ``target`` (names, epoch numbers, base64)."""
+    """Turn an array as the JSON reader produced it into ``target`` (names, epoch numbers, base64)."""
     if arr.type == target:
         return arr
     if pat.is_struct(target):
@@ -406,7 +396,7 @@ def _mismatch(value: Any, t: pa.DataType) -> str | None:
     elif pat.is_boolean(t):
         ok = isinstance(value, bool)
     elif pat.is_string(t) or pat.is_large_string(t):
-        ok = isinstance(value, str)
+        ok = True  # any JSON value reads as its text
     elif pat.is_binary(t) or pat.is_large_binary(t) or pat.is_fixed_size_binary(t):
         if not isinstance(value, str):
             return f"expected base64 bytes, {got}"
@@ -448,6 +438,8 @@ def _to_python(value: Any, t: pa.DataType) -> Any:
         return None
     if pat.is_binary(t) or pat.is_large_binary(t) or pat.is_fixed_size_binary(t):
         return base64.b64decode(value, validate=True)
+    if (pat.is_string(t) or pat.is_large_string(t)) and not isinstance(value, str):
+        return orjson.dumps(value).decode()
     if pat.is_map(t):
         return [(k, _to_python(v, t.item_type)) for k, v in value.items()]
     if pat.is_struct(t):
