@@ -36,6 +36,20 @@ def values_of(t: pa.DataType) -> st.SearchStrategy[Any]:
         return INT64
     if pa.types.is_int32(t):
         return INT32
+    if pa.types.is_integer(t):
+        bits = t.bit_width
+        low, high = (0, 2**bits - 1) if pa.types.is_unsigned_integer(t) else (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+        return st.one_of(st.integers(low, high), st.sampled_from([low, high]))
+    if pa.types.is_decimal(t):
+        return st.decimals(
+            min_value=-(10 ** (t.precision - t.scale)) + 1,
+            max_value=10 ** (t.precision - t.scale) - 1,
+            places=t.scale,
+            allow_nan=False,
+            allow_infinity=False,
+        )
+    if pa.types.is_date32(t):
+        return st.dates(min_value=datetime.date(1900, 1, 1), max_value=datetime.date(2200, 1, 1))
     if pa.types.is_boolean(t):
         return st.booleans()
     if pa.types.is_string(t):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import decimal
 import math
 
 import orjson
@@ -245,3 +246,44 @@ def test_varchar_takes_any_json_value_as_its_text(with_map: bool) -> None:
     decoded = fmt.decode([b'{"s": 5, "n": 1}', b'{"s": true, "n": 2}', b'{"s": "x", "n": 3}', b'{"s": 1, "n": "2"}'])
     assert decoded.table.column("s").to_pylist() == ["5", "true", "x"]
     assert [(f.index, f.reason) for f in decoded.failures] == [(3, "field 'n': expected int64, got string '2'")]
+
+
+def test_narrow_integers_decimals_and_times_are_read_exactly_with_range_checks() -> None:
+    schema = pa.schema(
+        [
+            ("d", pa.decimal128(10, 2)),
+            ("i8", pa.int8()),
+            ("u16", pa.uint16()),
+            ("u32", pa.uint32()),
+            ("f", pa.float32()),
+            ("t", pa.time64("us")),
+            ("s", pa.struct([("b", pa.int16())])),
+        ]
+    )
+    values = [
+        b'{"d": 12.34, "i8": -5, "u16": 65535, "u32": 4000000000, "f": 1.5, "t": 5, "s": {"b": 3}}',
+        b'{"d": "12.30"}',
+        b'{"i8": 300}',
+        b'{"u16": -1}',
+        b'{"s": {"b": 40000}}',
+        b'{"d": true}',
+        b'{"d": 1.005}',
+    ]
+    decoded = JsonFormat(schema).decode(values)
+    first, second = decoded.table.to_pylist()
+    assert first == {
+        "d": decimal.Decimal("12.34"),
+        "i8": -5,
+        "u16": 65535,
+        "u32": 4_000_000_000,
+        "f": 1.5,
+        "t": datetime.time(0, 0, 0, 5),
+        "s": {"b": 3},
+    }
+    assert second["d"] == decimal.Decimal("12.30")
+    reasons = {f.index: f.reason for f in decoded.failures}
+    assert reasons[2] == "field 'i8': expected int8, got 300 (out of range)"
+    assert reasons[3] == "field 'u16': expected uint16, got -1 (out of range)"
+    assert reasons[4] == "field 's': in 'b': expected int16, got 40000 (out of range)"
+    assert reasons[5] == "field 'd': expected decimal128(10, 2), got boolean True"
+    assert "data loss" in reasons[6]

@@ -34,6 +34,20 @@ NESTED = pa.schema(
         ("raw", pa.binary()),
     ]
 )
+NARROW = pa.schema(
+    [
+        ("i8", pa.int8()),
+        ("i16", pa.int16()),
+        ("u8", pa.uint8()),
+        ("u16", pa.uint16()),
+        ("u32", pa.uint32()),
+        ("u64", pa.uint64()),
+        ("f32", pa.float32()),
+        ("price", pa.decimal128(12, 3)),
+        ("day", pa.date32()),
+        ("inner", pa.struct([("small", pa.int16()), ("cents", pa.decimal128(9, 2))])),
+    ]
+)
 DOUBLES = pa.schema([(f"V{i}", pa.float64()) for i in range(1, 31)])
 
 
@@ -58,6 +72,12 @@ def test_json_flat(table: pa.Table) -> None:
 @given(tables(NESTED))
 def test_json_nested(table: pa.Table) -> None:
     _assert_round_trip(JsonFormat(NESTED), table)
+
+
+@SETTINGS
+@given(tables(NARROW))
+def test_json_narrow_and_exact_types(table: pa.Table) -> None:
+    _assert_round_trip(JsonFormat(NARROW), table)
 
 
 @SETTINGS

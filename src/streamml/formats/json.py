@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pajson
 import pyarrow.types as pat
+from polars.exceptions import PanicException
 
 from streamml.errors import FormatError
 from streamml.formats._arrow import (
@@ -44,6 +45,8 @@ _SAMPLE_RECORDS = 16
 #: batches smaller than this are encoded row by row with orjson when that writes the values DuckDB would
 _ROWWISE_BELOW = 1024
 _LBRACE, _RBRACE = 0x7B, 0x7D
+#: integer types the JSON reader has no column for: read as INT32, then narrowed with a range check
+_NARROW_INTEGERS = frozenset({pa.int8(), pa.int16(), pa.uint8(), pa.uint16()})
 
 
 class JsonFormat(Format):
@@ -60,9 +63,9 @@ class JsonFormat(Format):
             dups = casefold_duplicates(schema.names)
             if dups:
                 raise FormatError(f"JSON schema has columns that differ only in case: {', '.join(dups)}")
-            self._arrow_reader = all(_readable(f.type) for f in schema)
+            self._vectorised = all(_readable(f.type) for f in schema)
         else:
-            self._arrow_reader = True
+            self._vectorised = True
         self._plans: dict[tuple[Any, ...], tuple[pa.Schema, pl.Schema]] = {}
         self._lock = threading.Lock()
         self._duck: duckdb.DuckDBPyConnection | None = None
@@ -163,7 +166,7 @@ class JsonFormat(Format):
         if buf is None:
             buf = b"\n".join(chunk)
             max_len = max(map(len, chunk))
-        if not self._arrow_reader:
+        if not self._vectorised:
             return self._decode_python(chunk)
         if self.schema is None:
             block = max(min(len(buf) // 2 + 1, _MAX_BLOCK), max_len + 2, 4096)
@@ -172,7 +175,10 @@ class JsonFormat(Format):
             table.validate(full=True)
             return table
         read_schema, frame_schema = self._read_schema(sample)
-        table = pl.read_ndjson(buf, schema=frame_schema).to_arrow()
+        try:
+            table = pl.read_ndjson(buf, schema=frame_schema).to_arrow()
+        except PanicException as exc:  # a reader bug must cost the batch a bisection, never the worker
+            raise ValueError(f"JSON reader failed: {exc}") from None
         columns = []
         for read, read_field, field in zip(table.columns, read_schema, self.schema, strict=True):
             # Polars hands out large strings and lists
@@ -198,7 +204,7 @@ class JsonFormat(Format):
         return plan
 
     def _decode_python(self, chunk: Sequence[bytes]) -> pa.Table:
-        """Per-record fallback for schemas Arrow's JSON reader cannot read (maps)."""
+        """Per-record fallback for schemas the vectorised reader cannot read (maps)."""
         assert self.schema is not None
         rows = []
         for value in chunk:
@@ -279,9 +285,8 @@ def _suspects(lens: np.ndarray, joined: bytes) -> np.ndarray:
     first[ok] = buf[starts[ok]]
     last[ok] = buf[ends[ok] - 1]
     bad |= (first != _LBRACE) | (last != _RBRACE)
-    newline = buf == 0x0A
-    if np.count_nonzero(newline) != n - 1 or b"\r" in joined:
-        breaks = np.flatnonzero(newline | (buf == 0x0D))
+    if joined.count(b"\n") != n - 1 or b"\r" in joined:  # some value holds a line break (rare)
+        breaks = np.flatnonzero((buf == 0x0A) | (buf == 0x0D))
         owner = np.minimum(np.searchsorted(ends, breaks), n - 1)
         inside = breaks != ends[owner]
         bad[owner[inside]] = True
@@ -289,7 +294,7 @@ def _suspects(lens: np.ndarray, joined: bytes) -> np.ndarray:
 
 
 def _readable(t: pa.DataType) -> bool:
-    """Whether Arrow's JSON reader can read a field of this type (maps it cannot)."""
+    """Whether the vectorised reader can read a field of this type (maps it cannot)."""
     if pat.is_map(t):
         return False
     if pat.is_struct(t):
@@ -302,7 +307,8 @@ def _readable(t: pa.DataType) -> bool:
 
 
 def _read_type(t: pa.DataType, sample: Any) -> pa.DataType:
-    """The JSON-native type Arrow reads for ``t``; struct field names spelled as in ``sample``."""
+    """The type the reader reads for ``t`` (one it supports; :func:`_restore` casts it to ``t``, checking ranges);
+    struct field names spelled as in ``sample``."""
     if pat.is_struct(t):
         lookup = {k.lower(): k for k in sample} if isinstance(sample, dict) else {}
         fields = []
@@ -316,10 +322,12 @@ def _read_type(t: pa.DataType, sample: Any) -> pa.DataType:
         return pa.list_(_read_type(t.value_type, first))
     if pat.is_timestamp(t) or pat.is_duration(t) or pat.is_date64(t) or pat.is_time64(t):
         return pa.int64()
-    if pat.is_time32(t) or pat.is_date32(t):
+    if pat.is_time32(t) or pat.is_date32(t) or t in _NARROW_INTEGERS:
         return pa.int32()
-    if pat.is_binary(t) or pat.is_large_binary(t) or pat.is_fixed_size_binary(t):
-        return pa.string()
+    if pat.is_uint32(t):
+        return pa.int64()
+    if pat.is_binary(t) or pat.is_large_binary(t) or pat.is_fixed_size_binary(t) or pat.is_decimal(t):
+        return pa.string()  # decimals as their text, so no digit is lost on the way
     if pat.is_dictionary(t):
         return _read_type(t.value_type, sample)
     return t
