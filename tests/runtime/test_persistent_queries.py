@@ -204,3 +204,28 @@ def test_car_sensor_statements(
         (k[:-8], int.from_bytes(k[-8:], "big")): orjson.loads(v)["EVENT_COUNT"] for k, v in latest.items() if k and v
     }
     assert windows == {(b"car1", now): 20, (b"car2", now): 5, (b"car2", now + 300_000): 5}
+
+
+def test_runner_follows_the_catalog_starting_and_terminating_queries(
+    session: Session, kafka_config: dict, topic: Callable[..., str], unique: Callable[[str], str]
+) -> None:
+    """A query created while the runner runs is started; a terminated one is stopped."""
+    from streamml.kafka import Producer
+
+    source = topic()
+    with Producer(kafka_config) as producer:
+        producer.produce_batch(source, fraud_rows(6, set()))
+    create_source(session, source)
+    first = session.execute(
+        f"CREATE STREAM first_ids WITH (KAFKA_TOPIC='{unique('first')}') AS SELECT Id FROM creditcardfraud_source;"
+    )[0].result.query_id
+    with running(session) as runner:
+        assert wait_for(lambda: [m.query_id for m in runner.status()] == [first], 30)
+        later = session.execute(
+            f"CREATE STREAM later_ids WITH (KAFKA_TOPIC='{unique('later')}') AS SELECT Id FROM creditcardfraud_source;"
+        )[0].result.query_id
+        assert later is not None
+        out = pull_until(session, "SELECT * FROM later_ids;", 6)
+        assert sorted(out.column("ID").to_pylist()) == list(range(6))
+        session.execute(f"TERMINATE {first};")
+        assert wait_for(lambda: [m.query_id for m in runner.status()] == [later], 30)
