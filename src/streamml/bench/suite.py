@@ -110,7 +110,7 @@ def _ratio_target(goal: str, ours: Summary | None, theirs: Summary | None, at_le
 
 def versions(quix_python: str | None) -> dict[str, str]:
     out = {}
-    for package in ("confluent-kafka", "pyarrow", "duckdb", "onnxruntime", "numpy"):
+    for package in ("confluent-kafka", "pyarrow", "polars", "duckdb", "onnxruntime", "numpy"):
         try:
             out[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
