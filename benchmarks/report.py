@@ -20,7 +20,9 @@ _PREAMBLE = (
 
 def machine() -> str:
     """One line naming the machine and the versions that matter."""
-    versions = ", ".join(f"{p} {_version(p)}" for p in ("confluent-kafka", "pyarrow", "polars", "duckdb", "onnxruntime"))
+    versions = ", ".join(
+        f"{p} {_version(p)}" for p in ("confluent-kafka", "pyarrow", "polars", "duckdb", "onnxruntime")
+    )
     java = subprocess.run(["java", "-version"], capture_output=True, text=True, check=False).stderr.split("\n")[0]
     return (
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
