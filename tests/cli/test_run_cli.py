@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -73,10 +74,19 @@ def test_kill_9_and_restart_is_exactly_once(
 ) -> None:
     source, copied, counts = topic(partitions=3), unique("copied"), unique("counts")
     n = 50_000
-    with Producer(kafka_config) as producer:
-        producer.produce_batch(source, [sensor_record(i) for i in range(n)],
-                               [f"car{i % 10}".encode() for i in range(n)],
-                               timestamps=[T0 + (i % 1000) * 1000 for i in range(n)])  # fmt: skip
+
+    def produce(ids: range, pause_s: float = 0.0) -> None:
+        with Producer(kafka_config) as producer:
+            for start in range(ids.start, ids.stop, 1_000):
+                chunk = range(start, min(start + 1_000, ids.stop))
+                producer.produce_batch(source, [sensor_record(i) for i in chunk],
+                                       [f"car{i % 10}".encode() for i in chunk],
+                                       timestamps=[T0 + (i % 1000) * 1000 for i in chunk])  # fmt: skip
+                producer.flush()
+                time.sleep(pause_s)
+
+    produce(range(5_000))  # the other 45k arrive over ~5 s, while the first worker runs and dies
+    streaming = threading.Thread(target=produce, args=(range(5_000, n), 0.1), daemon=True)
     pipeline = tmp_path / "pipeline.sql"
     pipeline.write_text(
         f"CREATE STREAM sensors ({SENSOR_COLUMNS}) WITH (KAFKA_TOPIC='{source}', VALUE_FORMAT='JSON');\n"
@@ -88,12 +98,13 @@ def test_kill_9_and_restart_is_exactly_once(
            "STREAMML_BOOTSTRAP": bootstrap, "STREAMML_SERVICE_ID": unique("svc"), "STREAMML_HOME": str(tmp_path)}  # fmt: skip
     first = start_runner(env, pipeline)
     try:
+        wait_output(admin, copied, 3_000, first)
+        streaming.start()
         wait_output(admin, copied, 8_000, first)
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait(30)
-    at_kill = len(read_all(kafka_config, copied))
-    assert at_kill < n, "the first worker must die mid-stream for this test to mean anything"
+    assert streaming.is_alive(), "the first worker must die mid-stream for this test to mean anything"
     second = start_runner(env, pipeline)
     try:
         deadline = time.monotonic() + 180
@@ -166,7 +177,9 @@ def test_scale_out_two_then_three_workers_exactly_once(
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("STREAMML_")},
            "STREAMML_BOOTSTRAP": bootstrap, "STREAMML_SERVICE_ID": unique("svc"), "STREAMML_HOME": str(tmp_path)}  # fmt: skip
     log = (tmp_path / "workers.log").open("wb")
-    two = subprocess.Popen([STREAMML, "run", str(pipeline), "--workers", "2", "--metrics-port", "0"], env=env,
+    # small batches, so workers are under load (a full batch polls the next one early) when the group rebalances
+    batch = ["--max-batch", "200"]
+    two = subprocess.Popen([STREAMML, "run", str(pipeline), "--workers", "2", "--metrics-port", "0", *batch], env=env,
                            stdout=subprocess.DEVNULL, stderr=log)  # fmt: skip
     third: subprocess.Popen[bytes] | None = None
     n, sent = 30_000, 0
@@ -178,7 +191,8 @@ def test_scale_out_two_then_three_workers_exactly_once(
                 producer.flush()
                 sent += n // 30
                 if chunk == 10:
-                    third = subprocess.Popen([STREAMML, "run", str(pipeline)], env={**env, "STREAMML_WORKER_ID": "third"},
+                    third = subprocess.Popen([STREAMML, "run", str(pipeline), *batch],
+                                             env={**env, "STREAMML_WORKER_ID": "third"},
                                              stdout=subprocess.DEVNULL, stderr=log)  # fmt: skip
                 time.sleep(0.3)
         deadline = time.monotonic() + 120

@@ -229,3 +229,56 @@ def test_runner_follows_the_catalog_starting_and_terminating_queries(
         assert sorted(out.column("ID").to_pylist()) == list(range(6))
         session.execute(f"TERMINATE {first};")
         assert wait_for(lambda: [m.query_id for m in runner.status()] == [later], 30)
+
+
+def test_a_rebalance_while_reading_ahead_reads_both_batches_again(
+    session: Session, kafka_config: dict, topic: Callable[..., str], unique: Callable[[str], str]
+) -> None:
+    """Under load a worker polls the next batch before processing the current one; when that poll rebalances the
+    group, both unprocessed batches must be read again: every record exactly once in the committed output."""
+    import orjson
+
+    from streamml.kafka import Producer
+    from streamml.runtime.options import RuntimeOptions
+    from streamml.runtime.query import PersistentQuery
+
+    source, sink_topic, n = topic(partitions=2), unique("copied"), 3_000
+    with Producer(kafka_config) as producer:
+        producer.produce_batch(source, [orjson.dumps({"n": i}) for i in range(n)], [str(i).encode() for i in range(n)])
+    session.execute(f"CREATE STREAM events (n BIGINT) WITH (KAFKA_TOPIC='{source}', VALUE_FORMAT='JSON');")
+    query_id = session.execute(f"CREATE STREAM copied WITH (KAFKA_TOPIC='{sink_topic}') AS SELECT n FROM events;")[
+        0
+    ].result.query_id
+    plan = session.engine.queries[query_id]
+    assert plan.sink is not None
+    query = PersistentQuery(
+        query_id,
+        plan,
+        session.engine.catalog.get(plan.sink.name),
+        session.settings,
+        RuntimeOptions(max_batch=200, max_wait_ms=200),
+    )
+    query._open()
+    assert query.consumer is not None
+    poll_batch, rebalanced = query.consumer.poll_batch, []
+
+    def rebalancing_read_ahead(max_records: int, timeout_s: float) -> object:
+        if timeout_s == 0 and len(rebalanced) < 3:  # the read-ahead poll: the group rebalances inside it
+            rebalanced.append(max_records)
+            query._assigned([])
+        return poll_batch(max_records, timeout_s)
+
+    query.consumer.poll_batch = rebalancing_read_ahead  # type: ignore[method-assign]
+    try:
+        steps = 0
+        while query.metrics.records_out < n and steps < 500:
+            query.step()
+            steps += 1
+    finally:
+        query.close()
+    assert len(rebalanced) == 3
+    with BatchConsumer(kafka_config, [sink_topic], isolation="read_committed", track_end=True) as reader:
+        values: list[int] = []
+        while not reader.reached_end():
+            values += [orjson.loads(v)["N"] for v in reader.poll_batch(5_000, 0.5).values if v is not None]
+    assert sorted(values) == list(range(n))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -90,6 +91,12 @@ class PersistentQuery:
         self.consumer: BatchConsumer | None = None
         self.producer: Producer | None = None
         self.table_feed: TableFeed | None = None
+        #: under load, the next batch is polled early and decoded on this thread while the current one is
+        #: evaluated, encoded and produced (one source, no join: decoding is then independent of the state)
+        self._decoder = ThreadPoolExecutor(1, f"decode-{query_id}") if plan.join is None else None
+        self._ahead: tuple[RecordBatch, Future[DecodedBatch]] | None = None
+        #: bumped by every rebalance callback, so a poll that rebalanced can be recognised
+        self._generation = 0
 
     # -- lifecycle ----------------------------------------------------------------------------------------
     def _open(self) -> None:
@@ -126,6 +133,9 @@ class PersistentQuery:
                     self.table_feed.close()
                 if self.producer is not None:
                     self.producer.close()
+                if self._decoder is not None:
+                    self._decoder.shutdown(wait=True, cancel_futures=True)
+                self._ahead = None  # polled, never processed, never committed: read again by whoever owns it
                 self.consumer, self.producer, self.table_feed = None, None, None
 
     def run(self, stop: threading.Event) -> None:
@@ -144,10 +154,10 @@ class PersistentQuery:
         assert self.consumer is not None
         if self.table_feed is not None:
             self.table_feed.follow(self.options.max_batch)
-        batch = self.consumer.poll_batch(self.options.max_batch, self.options.max_wait_ms / 1000)
+        batch, decoded = self._next_batch()
         with self._lock:
             if len(batch):
-                self._process(batch)
+                self._process(batch, decoded)
             # commit at once when caught up (low latency); under load, every COMMIT_INTERVAL_S (throughput)
             caught_up = len(batch) < self.options.max_batch
             if self._pending and (caught_up or time.monotonic() - self._txn_started >= COMMIT_INTERVAL_S):
@@ -155,6 +165,45 @@ class PersistentQuery:
         if time.monotonic() - self._lag_checked > LAG_PERIOD_S:
             self._measure_lag()
         return len(batch)
+
+    def _next_batch(self) -> tuple[RecordBatch, DecodedBatch | None]:
+        """The batch to process now (and its decoding, when it was decoded ahead); under load, polls the one
+        after it and starts decoding that in the background."""
+        assert self.consumer is not None
+        if self._ahead is not None:
+            batch, future = self._ahead
+            self._ahead = None
+            decoded: DecodedBatch | None = future.result()
+        else:
+            batch, decoded = self.consumer.poll_batch(self.options.max_batch, self.options.max_wait_ms / 1000), None
+        if self._decoder is None or len(batch) < self.options.max_batch:
+            return batch, decoded
+        generation, rewinds = self._generation, self.metrics.rewinds
+        following = self.consumer.poll_batch(self.options.max_batch, 0)
+        if self._generation != generation:
+            # the group rebalanced inside that poll: give both unprocessed batches back and read on from there
+            # (unless the hand-over failed and rewound every partition to its committed offset already)
+            if self.metrics.rewinds == rewinds:
+                self._unread(batch, following)
+            return RecordBatch([]), None
+        if len(following):
+            codec = self.codecs[following.topics[0] or ""]
+            self._ahead = (following, self._decoder.submit(codec.decode, following))
+        return batch, decoded
+
+    def _unread(self, *batches: RecordBatch) -> None:
+        """Move every still-assigned partition back to the first record of ``batches`` it holds."""
+        assert self.consumer is not None
+        first: dict[tuple[str, int], int] = {}
+        for batch in batches:
+            for t, p, o in zip(batch.topics, batch.partitions.tolist(), batch.offsets.tolist(), strict=True):
+                key = (str(t), int(p))
+                first[key] = min(first.get(key, o), o)
+        assigned = {(tp.topic, tp.partition) for tp in self.consumer.raw.assignment()}
+        kept = {tp: offset for tp, offset in first.items() if tp in assigned}
+        for (topic, partition), offset in kept.items():
+            self.consumer.seek(topic, partition, offset)
+        log.info("query %s: rebalanced while reading ahead; reading %d partition(s) again", self.query_id, len(kept))
 
     def _measure_lag(self) -> None:
         """Records behind the end, per assigned partition, from the client's cached watermarks (no request)."""
@@ -169,15 +218,17 @@ class PersistentQuery:
 
     # -- rebalance ----------------------------------------------------------------------------------------
     def _assigned(self, partitions: list[TopicPartition]) -> None:
+        self._generation += 1
         if self.changelog is not None:
             self.changelog.restore(self.executor, {tp.partition for tp in partitions})
 
     def _revoked(self, partitions: list[TopicPartition]) -> None:
+        self._generation += 1
         with self._lock:
             self._commit()  # hand over the partitions with everything processed so far committed
 
     # -- processing ---------------------------------------------------------------------------------------
-    def _process(self, batch: RecordBatch) -> None:
+    def _process(self, batch: RecordBatch, decoded: DecodedBatch | None = None) -> None:
         versions = self.provider.at_batch_boundary() if self.provider is not None else {}
         model_version = ",".join(f"{k}:{v}" for k, v in sorted(versions.items())) or None
         dead = DeadLetters()
@@ -194,7 +245,7 @@ class PersistentQuery:
             parts = [(side, None)]
         for side, rows in parts:
             sub = batch if rows is None else _Subset(batch, rows)
-            self._process_side(sub, side, dead, model_version)  # type: ignore[arg-type]
+            self._process_side(sub, side, dead, model_version, decoded if rows is None else None)  # type: ignore[arg-type]
         if len(dead):
             self._begin()
             assert self.producer is not None
@@ -211,9 +262,16 @@ class PersistentQuery:
         if versions:
             self.metrics.model_versions = versions
 
-    def _process_side(self, batch: RecordBatch, side: str, dead: DeadLetters, model_version: str | None) -> None:
-        codec = self.codecs[batch.topics[0] or ""]
-        decoded = codec.decode(batch)
+    def _process_side(
+        self,
+        batch: RecordBatch,
+        side: str,
+        dead: DeadLetters,
+        model_version: str | None,
+        decoded: DecodedBatch | None = None,
+    ) -> None:
+        if decoded is None:
+            decoded = self.codecs[batch.topics[0] or ""].decode(batch)
         self.metrics.tombstones_in += len(decoded.tombstones)
         if decoded.failures:
             self._reject(batch, decoded.failures, "decode", self.options.on_decode_error, dead, model_version)
@@ -320,6 +378,7 @@ class PersistentQuery:
         self.producer.abort()
         self._pending.clear()
         self._touched.clear()
+        self._ahead = None  # read again from the committed offsets below
         assigned = self.consumer.raw.assignment()
         committed = self.consumer.raw.committed(assigned, timeout=30.0) if assigned else []
         for tp in committed:
