@@ -4,6 +4,10 @@ Commit order (exactly-once): within one Kafka transaction the worker produces th
 and the dead letters, then the state snapshots of the partitions it touched (stateful queries), then sends
 the consumed offsets, then commits. A transaction spans the batches of one commit interval; it is committed
 early when partitions are revoked, and aborted (with the state reloaded) when anything in it fails.
+
+Under load (a full batch), a query with one source polls the next batch at once and decodes it on a helper
+thread while the current one is evaluated, encoded and produced. Records read ahead are not part of any
+transaction until they are processed; a rebalance or an abort sends the consumer back to them.
 """
 
 from __future__ import annotations
