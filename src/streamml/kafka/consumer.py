@@ -88,6 +88,14 @@ class RecordBatch:
 
     def next_offsets(self) -> dict[tuple[str, int], int]:
         """Per (topic, partition), the offset after the last record of this batch (what a commit stores)."""
+        return {key: offset + 1 for key, offset in self._per_partition(last=True).items()}
+
+    def first_offsets(self) -> dict[tuple[str, int], int]:
+        """Per (topic, partition), the offset of the first record of this batch."""
+        return self._per_partition(last=False)
+
+    def _per_partition(self, *, last: bool) -> dict[tuple[str, int], int]:
+        """Per (topic, partition), the offset of its last (or first) record in this batch."""
         if not self._messages:
             return {}
         partitions, offsets = self.partitions, self.offsets
@@ -95,11 +103,13 @@ class RecordBatch:
         out: dict[tuple[str, int], int] = {}
         if topics[0] == topics[-1] and len(set(topics)) == 1:  # the usual case: one topic, vectorised
             for p in np.unique(partitions):
-                out[(str(topics[0]), int(p))] = int(offsets[partitions == p].max()) + 1
+                mine = offsets[partitions == p]
+                out[(str(topics[0]), int(p))] = int(mine.max() if last else mine.min())
             return out
-        for t, p, o in zip(topics, partitions, offsets, strict=True):
+        pick = max if last else min
+        for t, p, o in zip(topics, partitions.tolist(), offsets.tolist(), strict=True):
             key = (str(t), int(p))
-            out[key] = max(out.get(key, 0), int(o) + 1)
+            out[key] = pick(out[key], o) if key in out else o
         return out
 
 

@@ -12,6 +12,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+import numpy as np
 from confluent_kafka import KafkaError as CKafkaError
 from confluent_kafka import KafkaException, Message, TopicPartition
 from confluent_kafka import Producer as CProducer
@@ -122,8 +123,8 @@ class Producer:
         per_record = bool(headers) and not isinstance(headers[0], tuple)
         key_list = [None] * n if keys is None else keys
         header_list = headers if per_record else [headers or None] * n
-        partition_list = [-1] * n if partitions is None else [int(p) for p in partitions]
-        stamps = [0] * n if timestamps is None else [int(t) for t in timestamps]
+        partition_list = [-1] * n if partitions is None else np.asarray(partitions, np.int64).tolist()
+        stamps = [0] * n if timestamps is None else np.asarray(timestamps, np.int64).tolist()
         produce = self._producer.produce
         done = 0
         while done < n:

@@ -200,9 +200,8 @@ class PersistentQuery:
         assert self.consumer is not None
         first: dict[tuple[str, int], int] = {}
         for batch in batches:
-            for t, p, o in zip(batch.topics, batch.partitions.tolist(), batch.offsets.tolist(), strict=True):
-                key = (str(t), int(p))
-                first[key] = min(first.get(key, o), o)
+            for key, offset in batch.first_offsets().items():
+                first[key] = min(first.get(key, offset), offset)
         assigned = {(tp.topic, tp.partition) for tp in self.consumer.raw.assignment()}
         kept = {tp: offset for tp, offset in first.items() if tp in assigned}
         for (topic, partition), offset in kept.items():
