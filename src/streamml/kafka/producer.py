@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 
 Headers = Sequence[tuple[str, bytes | str]] | None
 _CHUNK = 10_000
+#: records an aborted transaction purged from the queue: dropped on purpose, not failed
+_PURGED = (CKafkaError._PURGE_QUEUE, CKafkaError._PURGE_INFLIGHT)
 
 
 class Producer:
@@ -54,7 +56,7 @@ class Producer:
         self._first_error: str | None = None
 
     def _on_delivery(self, err: Any, msg: Message) -> None:
-        if err is not None:
+        if err is not None and err.code() not in _PURGED:
             self.failed += 1
             if self._first_error is None:
                 self._first_error = f"{msg.topic()}[{msg.partition()}]: {err.str()}"
@@ -196,6 +198,7 @@ class TransactionalProducer(Producer):
         transactional_id: str,
         properties: Mapping[str, Any] | None = None,
         init_timeout_s: float = 30.0,
+        call_timeout_s: float = 30.0,
     ) -> None:
         props = {
             "transactional.id": transactional_id,
@@ -208,10 +211,37 @@ class TransactionalProducer(Producer):
         super().__init__(config, props)
         self.transactional_id = transactional_id
         self.in_transaction = False
+        #: deadline of each blocking transactional call
+        self.call_timeout_s = call_timeout_s
+        self.current_call: tuple[str, float] | None = None
         try:
-            self._producer.init_transactions(init_timeout_s)
+            with self._call("init_transactions", init_timeout_s):
+                self._producer.init_transactions(init_timeout_s)
         except KafkaException as exc:
             raise translate(exc, f"initialising transactions for '{transactional_id}'", self._bootstrap) from None
+
+    # -- the watchdog's view: which transactional call is running, and until when it may ----------------------
+    @contextmanager
+    def _call(self, name: str, timeout_s: float) -> Iterator[None]:
+        """Mark a blocking transactional call, so :meth:`stalled` can tell when it outlives its deadline.
+
+        librdkafka does not always honour these timeouts (a coordinator that is down can hold
+        ``send_offsets_to_transaction`` for minutes), so the caller's supervisor watches instead.
+        """
+        self.current_call = (name, time.monotonic() + timeout_s)
+        try:
+            yield
+        finally:
+            self.current_call = None
+
+    def stalled(self, grace_s: float = 5.0) -> str | None:
+        """The transactional call still running ``grace_s`` past its deadline, if any (safe from any thread)."""
+        call = self.current_call
+        if call is None:
+            return None
+        name, deadline = call
+        late = time.monotonic() - deadline
+        return f"{name} is {late:.0f} s past its deadline" if late > grace_s else None
 
     def begin(self) -> None:
         self._producer.begin_transaction()
@@ -225,35 +255,45 @@ class TransactionalProducer(Producer):
             else [tp for tp in consumer.positions() if tp.offset >= 0]
         )
         if tps:
-            self._producer.send_offsets_to_transaction(tps, consumer.group_metadata(), 30.0)
+            with self._call("send_offsets_to_transaction", self.call_timeout_s):
+                self._producer.send_offsets_to_transaction(tps, consumer.group_metadata(), self.call_timeout_s)
 
-    def commit(self, timeout_s: float = 60.0) -> None:
-        """Commit the open transaction; aborts it and raises when any record failed."""
+    def commit(self, timeout_s: float | None = None) -> None:
+        """Commit the open transaction; aborts it and raises when any record failed.
+
+        After a failed commit the transaction is still open unless it was aborted here (the error required
+        it) or the producer is fenced or fatally broken, so the caller's :meth:`abort` still works.
+        """
         if self.failed:
             self.abort()
             self._raise_failures()
+        timeout = self.call_timeout_s if timeout_s is None else timeout_s
         try:
-            self._producer.commit_transaction(timeout_s)
+            with self._call("commit_transaction", timeout):
+                self._producer.commit_transaction(timeout)
         except KafkaException as exc:
             self._recover(exc)
             raise translate(exc, f"committing transaction '{self.transactional_id}'", self._bootstrap) from None
-        finally:
-            self.in_transaction = False
+        self.in_transaction = False
         self._raise_failures()
 
-    def abort(self, timeout_s: float = 30.0) -> None:
+    def abort(self, timeout_s: float | None = None) -> None:
         if not self.in_transaction:
             return
-        try:
-            self._producer.abort_transaction(timeout_s)
-        finally:
-            self.in_transaction = False
+        timeout = self.call_timeout_s if timeout_s is None else timeout_s
+        with self._call("abort_transaction", timeout):
+            self._producer.abort_transaction(timeout)
+        self.in_transaction = False
 
     def _recover(self, exc: KafkaException) -> None:
         err = exc.args[0] if exc.args else None
-        if err is not None and err.txn_requires_abort():
+        if err is None:
+            return
+        if err.fatal():  # fenced or broken: no transaction can be continued or aborted with this producer
+            self.in_transaction = False
+        elif err.txn_requires_abort():
             log.warning("transaction '%s' must be aborted: %s", self.transactional_id, err.str())
-            self._producer.abort_transaction(30.0)
+            self.abort()
 
     @contextmanager
     def transaction(
