@@ -284,6 +284,22 @@ class BatchConsumer:
         except KafkaException as exc:
             raise translate(exc, "committing offsets", self._bootstrap) from None
 
+    def committed_offsets(self, timeout_s: float = 30.0) -> dict[tuple[str, int], int]:
+        """The group's committed offset per assigned partition (negative: nothing committed yet)."""
+        assigned = self._consumer.assignment()
+        if not assigned:
+            return {}
+        try:
+            committed = self._consumer.committed(assigned, timeout=timeout_s)
+        except KafkaException as exc:
+            raise translate(exc, "reading committed offsets", self._bootstrap) from None
+        return {(tp.topic, tp.partition): tp.offset for tp in committed}
+
+    def rewind(self, offsets: Mapping[tuple[str, int], int]) -> None:
+        """Seek each partition back to ``offsets`` (a negative offset: to the beginning)."""
+        for (topic, partition), offset in offsets.items():
+            self.seek(topic, partition, offset if offset >= 0 else OFFSET_BEGINNING)
+
     def group_metadata(self) -> Any:
         """The group's metadata for transactional offset commits (cached until the next rebalance)."""
         if self._group_metadata is None:
