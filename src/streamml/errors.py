@@ -40,6 +40,10 @@ class KafkaError(StreamMLError):
     exit_code = 4
 
 
+class RecordRejected(KafkaError):
+    """The cluster refused a record for itself (too large, invalid): retrying the same record cannot help."""
+
+
 class TopicNotFoundError(KafkaError):
     """A topic that an operation needs does not exist."""
 

@@ -17,7 +17,7 @@ from confluent_kafka import KafkaError as CKafkaError
 from confluent_kafka import KafkaException, Message, TopicPartition
 from confluent_kafka import Producer as CProducer
 
-from streamml.errors import KafkaError, TopicNotFoundError
+from streamml.errors import KafkaError, RecordRejected, TopicNotFoundError
 from streamml.kafka.cluster import translate
 from streamml.kafka.consumer import BatchConsumer
 
@@ -27,6 +27,14 @@ Headers = Sequence[tuple[str, bytes | str]] | None
 _CHUNK = 10_000
 #: records an aborted transaction purged from the queue: dropped on purpose, not failed
 _PURGED = (CKafkaError._PURGE_QUEUE, CKafkaError._PURGE_INFLIGHT)
+#: refusals of a record for what it is (size, content): sending it again fails again
+_REJECTED = (
+    CKafkaError.MSG_SIZE_TOO_LARGE,
+    CKafkaError.INVALID_MSG_SIZE,
+    CKafkaError.INVALID_RECORD,
+    CKafkaError.RECORD_LIST_TOO_LARGE,
+    CKafkaError.INVALID_TIMESTAMP,
+)
 
 
 class Producer:
@@ -54,11 +62,13 @@ class Producer:
         self.sent = 0
         self.failed = 0
         self._first_error: str | None = None
+        self._first_rejected = False
 
     def _on_delivery(self, err: Any, msg: Message) -> None:
         if err is not None and err.code() not in _PURGED:
             self.failed += 1
             if self._first_error is None:
+                self._first_rejected = err.code() in _REJECTED
                 self._first_error = f"{msg.topic()}[{msg.partition()}]: {err.str()}"
                 if err.code() in (-188, 3):  # _UNKNOWN_TOPIC, UNKNOWN_TOPIC_OR_PART
                     self._first_error = f"unknown topic '{msg.topic()}'"
@@ -146,6 +156,9 @@ class Producer:
                 done = i
                 self._producer.poll(0.05)  # local queue full: let deliveries drain, then resume
             except KafkaException as exc:
+                err = exc.args[0] if exc.args else None
+                if err is not None and err.code() in _REJECTED:
+                    raise RecordRejected(f"producing to '{topic}': {err.str()}") from None
                 raise translate(exc, f"producing to '{topic}'", self._bootstrap) from None
 
     def flush(self, timeout_s: float = 30.0) -> None:
@@ -164,6 +177,8 @@ class Producer:
             self.failed, self._first_error = 0, None
             if first and first.startswith("unknown topic"):
                 raise TopicNotFoundError(first.split("'")[1])
+            if self._first_rejected:
+                raise RecordRejected(f"{failed} records refused by the cluster; first: {first}")
             raise KafkaError(f"{failed} records failed delivery; first: {first}")
 
     def poll(self, timeout_s: float = 0.0) -> None:

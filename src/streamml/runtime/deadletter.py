@@ -14,6 +14,10 @@ H_PARTITION = "streamml.source.partition"
 H_OFFSET = "streamml.source.offset"
 H_QUERY = "streamml.query"
 H_MODEL = "streamml.model.version"
+H_TRUNCATED = "streamml.error.truncated-from"
+
+#: longest value a dead letter keeps (a dead-letter topic takes 1 MB records by default)
+MAX_VALUE_BYTES = 256 * 1024
 
 
 @dataclass
@@ -35,11 +39,18 @@ class DeadLetters:
         kind: str,
         query_id: str,
         model_version: str | None = None,
+        values: Sequence[bytes | None] | None = None,
     ) -> None:
-        """Dead-letter the records at ``rows`` of ``batch`` (one reason each)."""
-        keys, values, topics = batch.keys, batch.values, batch.topics
+        """Dead-letter the records at ``rows`` of ``batch`` (one reason each).
+
+        ``values`` replaces the records' own values (a produce-stage failure keeps the output that was
+        refused); a value over :data:`MAX_VALUE_BYTES` is truncated, and says so in a header.
+        """
+        keys, topics = batch.keys, batch.topics
         partitions, offsets = batch.partitions, batch.offsets
-        for row, reason in zip(rows, reasons, strict=True):
+        originals = batch.values if values is None else None
+        for i, (row, reason) in enumerate(zip(rows, reasons, strict=True)):
+            value = originals[row] if originals is not None else values[i]  # type: ignore[index]
             headers = [
                 (H_KIND, kind.encode()),
                 (H_MESSAGE, reason.encode()),
@@ -50,8 +61,11 @@ class DeadLetters:
             ]
             if model_version is not None:
                 headers.append((H_MODEL, model_version.encode()))
+            if value is not None and len(value) > MAX_VALUE_BYTES:
+                headers.append((H_TRUNCATED, str(len(value)).encode()))
+                value = value[:MAX_VALUE_BYTES]
             self.keys.append(keys[row])
-            self.values.append(values[row])
+            self.values.append(value)
             self.headers.append(headers)
 
 

@@ -30,4 +30,15 @@ class RuntimeOptions(BaseModel):
     guarantee: Guarantee = Guarantee.EXACTLY_ONCE
     on_decode_error: ErrorPolicy = ErrorPolicy.DEAD_LETTER
     on_eval_error: ErrorPolicy = ErrorPolicy.DEAD_LETTER
+    on_predict_error: ErrorPolicy = ErrorPolicy.DEAD_LETTER
+    on_produce_error: ErrorPolicy = ErrorPolicy.DEAD_LETTER
     latency_column: bool = Field(default=False, description="Add a LATENCY_MS column to every output value.")
+
+    def policy(self, stage: str) -> ErrorPolicy:
+        """The error policy of a stage: ``decode``, ``evaluate``, ``predict`` or ``produce``."""
+        return {
+            "decode": self.on_decode_error,
+            "evaluate": self.on_eval_error,
+            "predict": self.on_predict_error,
+            "produce": self.on_produce_error,
+        }.get(stage, self.on_eval_error)

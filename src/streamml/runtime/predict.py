@@ -32,8 +32,7 @@ from streamml.sql import SqlEngine, SqlType, UserFunction, parse_type
 
 log = logging.getLogger(__name__)
 
-#: every row-level PREDICT failure starts with this; DuckDB passes UDF errors on as text only, so the runtime
-#: recognises prediction failures (dead-letter kind ``predict``) by it
+#: every PREDICT error message starts with this, naming the model reference
 FAILURE_PREFIX = "PREDICT("
 
 #: fields PREDICT adds to every model's own output fields, so each output value names its scorer
@@ -208,6 +207,7 @@ class ModelProvider:
             returns=result_type,
             description="PREDICT('model'[, col, ...]): score with a registered model version",
             expand=features,
+            stage="predict",
         )
 
     def install(self, engine: SqlEngine) -> None:

@@ -1,9 +1,15 @@
 """One persistent query bound to Kafka: consume a micro-batch, decode, evaluate, encode, produce, commit.
 
-Commit order (exactly-once): within one Kafka transaction the worker produces the outputs, the tombstones
-and the dead letters, then the state snapshots of the partitions it touched (stateful queries), then sends
-the consumed offsets, then commits. A transaction spans the batches of one commit interval; it is committed
-early when partitions are revoked, and aborted (with the state reloaded) when anything in it fails.
+The commit order lives in :class:`streamml.runtime.checkpoint.Checkpoint`: outputs, tombstones and dead
+letters, then the state of the partitions touched, then the consumed offsets, then the commit, in one Kafka
+transaction (exactly-once). A transaction spans the batches of one commit interval; it is committed early
+when partitions are revoked, and aborted (with offsets and state rewound) when anything in it fails.
+
+Each stage (decode, evaluate, predict, produce) has an error policy for the records it cannot handle:
+dead-letter (with the stage and reason), skip (counted) or fail (the query stops and says why). A record
+the cluster refuses for itself (too large for the topic, invalid) is a produce-stage failure: one that the
+size check does not catch makes the query shrink its transactions until the record is alone, and then
+handle it by policy, so the same failure never loops on the same offsets.
 
 Under load (a full batch), a query with one source polls the next batch at once and decodes it on a helper
 thread while the current one is evaluated, encoded and produced. Records read ahead are not part of any
@@ -20,18 +26,19 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from confluent_kafka import OFFSET_BEGINNING, KafkaException, TopicPartition
+from confluent_kafka import KafkaException, TopicPartition
 
 from streamml.config import Settings
-from streamml.errors import KafkaError, StreamMLError
+from streamml.errors import KafkaError, RecordRejected, StreamMLError
 from streamml.kafka import Admin, BatchConsumer, Producer, RecordBatch, TransactionalProducer, client_config
 from streamml.runtime.changelog import Changelog
+from streamml.runtime.checkpoint import Checkpoint, Output
 from streamml.runtime.codec import DecodedBatch, SinkCodec, SourceCodec
 from streamml.runtime.deadletter import DeadLetters
 from streamml.runtime.metrics import QueryMetrics
 from streamml.runtime.naming import changelog_topic, dead_letter_topic, group_id, transactional_id
 from streamml.runtime.options import ErrorPolicy, Guarantee, RuntimeOptions
-from streamml.runtime.predict import FAILURE_PREFIX, ModelProvider
+from streamml.runtime.predict import ModelProvider
 from streamml.runtime.tables import TableFeed
 from streamml.sql import BatchResult, QueryPlan, Source
 from streamml.sql.plan import STREAM_STREAM_JOIN, STREAM_TABLE_JOIN
@@ -41,6 +48,10 @@ log = logging.getLogger(__name__)
 #: how often an exactly-once worker commits its open transaction (as Kafka Streams does under EOS)
 COMMIT_INTERVAL_S = 0.1
 LAG_PERIOD_S = 2.0
+#: rewinds in a row at the same offsets, for a reason other than a refused record, before the query stops
+MAX_REPEATED_REWINDS = 5
+#: bytes a record needs beyond its key and value (headers, record overhead) when checked against a topic limit
+RECORD_OVERHEAD_BYTES = 1024
 
 
 class QueryFailed(StreamMLError):
@@ -88,9 +99,18 @@ class PersistentQuery:
             else None
         )
         self.admin.create_topic(self.dlq_topic, partitions=1, if_not_exists=True)
-        self._pending: dict[tuple[str, int], int] = {}
-        self._touched: set[int] = set()
-        self._txn_started = 0.0
+        self.checkpoint: Checkpoint | None = None
+        #: largest record (key + value) the sink topic takes; bigger outputs are produce-stage failures
+        self.max_record_bytes = 0
+        #: while isolating a record the cluster refuses: the batch size, halved at each refusal
+        self._isolating: int | None = None
+        #: records the cluster refused, found by isolating them: (topic, partition, offset) -> reason
+        self._refused: dict[tuple[str | None, int, int], str] = {}
+        self._repeats: tuple[dict[tuple[str, int], int], int] = ({}, 0)
+        #: the first record and size of the batch processed last
+        self._last_batch: tuple[tuple[str | None, int, int] | None, int] = (None, 0)
+        #: set when a supervisor gave up on this worker (a call stuck past its deadline): do nothing more
+        self.abandoned = False
         self._lock = threading.RLock()
         self.consumer: BatchConsumer | None = None
         self.producer: Producer | None = None
@@ -115,6 +135,7 @@ class PersistentQuery:
             self.producer = TransactionalProducer(self.config, txn_id, props)
         else:
             self.producer = Producer(self.config)
+        self.max_record_bytes = self._record_limit()
         self.consumer = BatchConsumer(
             self.config,
             self.stream_topics,
@@ -124,9 +145,35 @@ class PersistentQuery:
             on_assign=self._assigned,
             on_revoke=self._revoked,
         )
+        state = _ChangelogState(self) if self.changelog is not None else None
+        self.checkpoint = Checkpoint(self.producer, self.consumer, state, exactly_once=self.exactly_once)
+
+    def _record_limit(self) -> int:
+        """The sink topic's ``max.message.bytes`` (and the producer's own limit), less the record overhead."""
+        topic = self.admin.topic_config(self.sink_topic, include_defaults=True).get("max.message.bytes")
+        producer = 64 * 1024 * 1024 if self.exactly_once else 1_000_000
+        return min(int(topic or producer), producer) - RECORD_OVERHEAD_BYTES
+
+    def stalled(self) -> str | None:
+        """Why this worker is stuck, when a transactional call outlived its deadline (read from any thread)."""
+        producer = self.producer
+        return producer.stalled() if isinstance(producer, TransactionalProducer) else None
+
+    def abandon(self) -> None:
+        """Give up on this worker from another thread: it stops at once, commits nothing, leaves its group.
+
+        Its open transaction is fenced and aborted by the successor that takes its transactional id, as
+        after a crash; its stuck thread ends whenever the call it is in returns.
+        """
+        self.abandoned = True
+        consumer = self.consumer
+        if consumer is not None:
+            consumer.close()
 
     def close(self) -> None:
         """Commit what is open, leave the group, release clients."""
+        if self.abandoned:
+            return
         with self._lock:
             try:
                 self._commit()
@@ -148,7 +195,7 @@ class PersistentQuery:
         assert self.consumer is not None
         self.metrics.state = "RUNNING"
         try:
-            while not stop.is_set() and not self.executor.done:
+            while not stop.is_set() and not self.executor.done and not self.abandoned:
                 self.step()
         finally:
             self.close()
@@ -159,12 +206,19 @@ class PersistentQuery:
         if self.table_feed is not None:
             self.table_feed.follow(self.options.max_batch)
         batch, decoded = self._next_batch()
+        assert self.checkpoint is not None
         with self._lock:
+            if self.abandoned:
+                return 0
             if len(batch):
-                self._process(batch, decoded)
+                try:
+                    self._process(batch, decoded)
+                except RecordRejected as exc:  # refused as it was produced: the whole transaction goes back
+                    self._rewound(exc, self.checkpoint.rewind)
+                    return len(batch)
             # commit at once when caught up (low latency); under load, every COMMIT_INTERVAL_S (throughput)
-            caught_up = len(batch) < self.options.max_batch
-            if self._pending and (caught_up or time.monotonic() - self._txn_started >= COMMIT_INTERVAL_S):
+            caught_up = len(batch) < self.options.max_batch or self._isolating is not None
+            if self.checkpoint.due(caught_up, COMMIT_INTERVAL_S):
                 self._commit()
         if time.monotonic() - self._lag_checked > LAG_PERIOD_S:
             self._measure_lag()
@@ -179,7 +233,8 @@ class PersistentQuery:
             self._ahead = None
             decoded: DecodedBatch | None = future.result()
         else:
-            batch, decoded = self.consumer.poll_batch(self.options.max_batch, self.options.max_wait_ms / 1000), None
+            limit = self._isolating or self.options.max_batch
+            batch, decoded = self.consumer.poll_batch(limit, self.options.max_wait_ms / 1000), None
         if self._decoder is None or len(batch) < self.options.max_batch:
             return batch, decoded
         generation, rewinds = self._generation, self.metrics.rewinds
@@ -227,19 +282,29 @@ class PersistentQuery:
 
     def _revoked(self, partitions: list[TopicPartition]) -> None:
         self._generation += 1
+        if self.abandoned:
+            return
         with self._lock:
             self._commit()  # hand over the partitions with everything processed so far committed
 
     # -- processing ---------------------------------------------------------------------------------------
     def _process(self, batch: RecordBatch, decoded: DecodedBatch | None = None) -> None:
+        assert self.checkpoint is not None
         versions = self.provider.at_batch_boundary() if self.provider is not None else {}
         model_version = ",".join(f"{k}:{v}" for k, v in sorted(versions.items())) or None
         dead = DeadLetters()
+        offsets = batch.next_offsets()
+        self._last_batch = ((batch.topics[0], int(batch.partitions[0]), int(batch.offsets[0])), len(batch))
+        if self._refused:
+            batch, decoded = self._without_refused(batch, dead, model_version), None
+        touched: set[int] = set()
         topics = batch.topics
-        if self.plan.kind == STREAM_STREAM_JOIN and len(set(topics)) > 1:
+        if not topics:
+            parts: list[tuple[str, np.ndarray | None]] = []
+        elif self.plan.kind == STREAM_STREAM_JOIN and len(set(topics)) > 1:
             right_topic = self.plan.join.right.topic if self.plan.join else ""
             mask = np.fromiter((t == right_topic for t in topics), bool, len(topics))
-            parts: list[tuple[str, np.ndarray | None]] = [
+            parts = [
                 ("left", np.flatnonzero(~mask)),
                 ("right", np.flatnonzero(mask)),
             ]
@@ -248,15 +313,11 @@ class PersistentQuery:
             parts = [(side, None)]
         for side, rows in parts:
             sub = batch if rows is None else _Subset(batch, rows)
-            self._process_side(sub, side, dead, model_version, decoded if rows is None else None)  # type: ignore[arg-type]
+            self._process_side(sub, side, dead, model_version, touched, decoded if rows is None else None)  # type: ignore[arg-type]
         if len(dead):
-            self._begin()
-            assert self.producer is not None
-            self.producer.produce_batch(self.dlq_topic, dead.values, dead.keys, headers=dead.headers)
+            self.checkpoint.produce(self.dlq_topic, dead.values, dead.keys, headers=dead.headers)
             self.metrics.dead_letters += len(dead)
-        self._begin()
-        for key, offset in batch.next_offsets().items():
-            self._pending[key] = offset
+        self.checkpoint.processed(offsets, touched)
         if self.provider is not None:
             self.metrics.model_seconds += self.provider.take_model_seconds()
         self.metrics.records_in += len(batch)
@@ -271,44 +332,49 @@ class PersistentQuery:
         side: str,
         dead: DeadLetters,
         model_version: str | None,
+        touched: set[int],
         decoded: DecodedBatch | None = None,
     ) -> None:
         if decoded is None:
             decoded = self.codecs[batch.topics[0] or ""].decode(batch)
         self.metrics.tombstones_in += len(decoded.tombstones)
         if decoded.failures:
-            self._reject(batch, decoded.failures, "decode", self.options.on_decode_error, dead, model_version)
+            self._reject(batch, decoded.failures, "decode", dead, model_version)
         if decoded.table.num_rows == 0:
             return
         result = self.executor.execute(decoded.table, decoded.meta, side=side)
         self.metrics.cast_failures += result.counters.get("cast_failures", 0)
         self.metrics.late += result.counters.get("late", 0)
-        if result.failures:
-            failures = [(int(decoded.rows[f.index]), f.reason) for f in result.failures]
-            predict = [f for f in failures if FAILURE_PREFIX in f[1]]
-            evaluate = [f for f in failures if FAILURE_PREFIX not in f[1]]
-            for kind, group in (("predict", predict), ("evaluate", evaluate)):
-                if group:
-                    self._reject(batch, group, kind, self.options.on_eval_error, dead, model_version)
-        self._touched.update(int(p) for p in np.unique(batch.partitions))
-        self._emit(result, decoded, batch, model_version)
+        by_stage: dict[str, list[tuple[int, str]]] = {}
+        for f in result.failures:
+            by_stage.setdefault(f.stage, []).append((int(decoded.rows[f.index]), f.reason))
+        for stage, group in sorted(by_stage.items()):
+            self._reject(batch, group, stage, dead, model_version)
+        touched.update(int(p) for p in np.unique(batch.partitions))
+        self._emit(result, decoded, batch, model_version, dead)
 
-    def _emit(self, result: BatchResult, decoded: DecodedBatch, batch: RecordBatch, model_version: str | None) -> None:
+    def _emit(
+        self,
+        result: BatchResult,
+        decoded: DecodedBatch,
+        batch: RecordBatch,
+        model_version: str | None,
+        dead: DeadLetters,
+    ) -> None:
         if result.table.num_rows == 0 and result.tombstones.num_rows == 0:
             return
-        self._begin()
-        assert self.producer is not None
+        checkpoint = self.checkpoint
+        assert checkpoint is not None
         if self.options.latency_column and result.table.num_rows:
             now = int(time.time() * 1000)
             latency = pa.array(now - result.timestamps.to_numpy(zero_copy_only=False).astype(np.int64))
             result.table = result.table.append_column("LATENCY_MS", latency)
         dead_tombs = self.sink_codec.tombstones(result)
         if dead_tombs.values:
-            self.producer.produce_batch(
-                self.sink_topic, dead_tombs.values, dead_tombs.keys, timestamps=dead_tombs.timestamps
-            )
+            checkpoint.produce(self.sink_topic, dead_tombs.values, dead_tombs.keys, timestamps=dead_tombs.timestamps)
         if result.table.num_rows:
             out = self.sink_codec.encode(result, batch.keys, decoded.rows)
+            self._drop_oversized(out, result, decoded, batch, model_version, dead)
             # scored records name the query and model versions; plain SQL output carries no headers, as in ksqlDB
             headers: list[tuple[str, bytes | str]] | None = None
             if model_version is not None:
@@ -316,9 +382,7 @@ class PersistentQuery:
                     ("streamml.query", self.query_id.encode()),
                     ("streamml.model.version", model_version.encode()),
                 ]
-            self.producer.produce_batch(
-                self.sink_topic, out.values, out.keys, headers=headers, timestamps=out.timestamps
-            )
+            checkpoint.produce(self.sink_topic, out.values, out.keys, headers=headers, timestamps=out.timestamps)
             self.metrics.records_out += len(out.values)
             now_ms = time.time() * 1000
             self.metrics.latency.observe(now_ms - result.timestamps.to_numpy(zero_copy_only=False).astype(np.float64))
@@ -327,72 +391,132 @@ class PersistentQuery:
         self,
         batch: RecordBatch,
         failures: list[tuple[int, str]],
-        kind: str,
-        policy: ErrorPolicy,
+        stage: str,
         dead: DeadLetters,
         model_version: str | None,
+        values: list[bytes | None] | None = None,
     ) -> None:
+        """Handle the records at the ``failures`` rows of ``batch`` by the policy of ``stage``."""
+        policy = self.options.policy(stage)
         if policy is ErrorPolicy.FAIL:
             row, reason = failures[0]
             raise QueryFailed(
-                f"query {self.query_id}: {kind} failed at {batch.topics[row]}[{batch.partitions[row]}]@"
-                f"{batch.offsets[row]}: {reason}"
+                f"query {self.query_id}: {stage} failed at {batch.topics[row]}[{batch.partitions[row]}]@"
+                f"{batch.offsets[row]}: {reason}",
+                hint=f"the {stage} stage's policy is 'fail'; fix the record or choose 'dead-letter' or 'skip'",
             )
         if policy is ErrorPolicy.SKIP:
             self.metrics.skipped += len(failures)
-            log.debug("query %s skipped %d records (%s)", self.query_id, len(failures), kind)
+            log.debug("query %s skipped %d records (%s)", self.query_id, len(failures), stage)
             return
-        dead.add(batch, [r for r, _ in failures], [m for _, m in failures], kind, self.query_id, model_version)
+        rows, reasons = [r for r, _ in failures], [m for _, m in failures]
+        dead.add(batch, rows, reasons, stage, self.query_id, model_version, values)
+
+    def _drop_oversized(
+        self,
+        out: Any,
+        result: BatchResult,
+        decoded: DecodedBatch,
+        batch: RecordBatch,
+        model_version: str | None,
+        dead: DeadLetters,
+    ) -> None:
+        """Take the output records too large for the sink topic out of ``out``: produce-stage failures."""
+        sizes = np.fromiter(map(len, out.values), np.int64, len(out.values))
+        if out.keys is not None:
+            sizes += np.fromiter((len(k) if k is not None else 0 for k in out.keys), np.int64, len(out.keys))
+        large = np.flatnonzero(sizes > self.max_record_bytes)
+        if not len(large):
+            return
+        source = result.indices[large]
+        rows = [int(decoded.rows[i]) if i >= 0 else 0 for i in source]
+        reasons = [
+            f"output record of {int(sizes[i])} bytes exceeds the {self.max_record_bytes} bytes topic "
+            f"'{self.sink_topic}' takes (max.message.bytes)"
+            for i in large
+        ]
+        self._reject(batch, list(zip(rows, reasons, strict=True)), "produce", dead, model_version,
+                     [out.values[i] for i in large])  # fmt: skip
+        keep = np.setdiff1d(np.arange(len(out.values)), large)
+        out.values = [out.values[i] for i in keep]
+        out.keys = None if out.keys is None else [out.keys[i] for i in keep]
+        out.timestamps = None if out.timestamps is None else np.asarray(out.timestamps)[keep]
+        result.timestamps = result.timestamps.take(pa.array(keep))
+
+    def _without_refused(self, batch: RecordBatch, dead: DeadLetters, model_version: str | None) -> RecordBatch:
+        """``batch`` less the records the cluster refused before; those are handled by the produce policy."""
+        hits = [
+            i
+            for i, key in enumerate(zip(batch.topics, batch.partitions.tolist(), batch.offsets.tolist(), strict=True))
+            if key in self._refused
+        ]
+        if not hits:
+            return batch
+        reasons = [self._refused.pop((batch.topics[i], int(batch.partitions[i]), int(batch.offsets[i]))) for i in hits]
+        self._reject(batch, list(zip(hits, reasons, strict=True)), "produce", dead, model_version)
+        keep = np.setdiff1d(np.arange(len(batch)), hits)
+        return _Subset(batch, keep)  # type: ignore[return-value]
 
     # -- transactions -------------------------------------------------------------------------------------
-    def _begin(self) -> None:
-        if isinstance(self.producer, TransactionalProducer) and not self.producer.in_transaction:
-            self.producer.begin()
-            self._txn_started = time.monotonic()
-
     def _commit(self) -> None:
-        if not self._pending or self.producer is None or self.consumer is None:
+        if self.checkpoint is None or self.abandoned:
             return
-        if self.changelog is not None and self._touched:
-            self._begin()
-            self.changelog.write(self.producer, self.executor, self._touched)
-        if isinstance(self.producer, TransactionalProducer):
-            try:
-                self.producer.send_offsets(self.consumer, self._pending)
-                self.producer.commit()
-            except (KafkaException, KafkaError) as exc:
-                self._rewind(exc)
-                return
-        else:
-            self.producer.flush()
-            self.consumer.commit(self._pending)
+        try:
+            self.checkpoint.commit()
+        except (KafkaException, KafkaError) as exc:
+            if not self.exactly_once:
+                raise
+            self._rewound(exc)
+            return
         self.metrics.transactions += 1
-        self._pending.clear()
-        self._touched.clear()
+        if self._isolating is not None:  # the refused record is behind us: grow back to full batches
+            self._isolating *= 2
+            if self._isolating >= self.options.max_batch:
+                self._isolating = None
 
-    def _rewind(self, exc: Exception) -> None:
-        """Abort the open transaction and go back to the last committed offsets and state.
+    def _rewound(self, exc: Exception, rewind: Any = None) -> None:
+        """After an aborted transaction (offsets and state already rewound unless ``rewind`` is given).
 
-        This happens when the group rebalanced while a transaction was open (its offsets are refused); the
-        aborted outputs are invisible to read_committed readers, and the records are processed again.
+        A group that rebalanced while the transaction was open refuses its offsets: the records are
+        processed again, and the aborted outputs stay invisible to read_committed readers. A record the
+        cluster refuses for itself is isolated by halving the batch until it is alone, then handled by the
+        produce stage's policy. Any other failure that keeps recurring at the same offsets stops the query.
         """
         log.warning("query %s: transaction aborted (%s); rewinding to the committed offsets", self.query_id, exc)
-        assert isinstance(self.producer, TransactionalProducer) and self.consumer is not None
-        self.producer.abort()
-        self._pending.clear()
-        self._touched.clear()
-        self._ahead = None  # read again from the committed offsets below
-        assigned = self.consumer.raw.assignment()
-        committed = self.consumer.raw.committed(assigned, timeout=30.0) if assigned else []
-        for tp in committed:
-            if tp.offset >= 0:
-                self.consumer.seek(tp.topic, tp.partition, tp.offset)
-            else:  # nothing committed yet: back to where the query starts
-                self.consumer.raw.seek(TopicPartition(tp.topic, tp.partition, OFFSET_BEGINNING))
-        if self.changelog is not None:
-            self.executor = self.plan.executor()
-            self.changelog.restore(self.executor, {tp.partition for tp in assigned})
+        self._ahead = None  # read again from the committed offsets
+        if rewind is not None:
+            rewind()
         self.metrics.rewinds += 1
+        if isinstance(exc, RecordRejected):
+            first, size = self._last_batch
+            if self._isolating == 1 and size == 1 and first is not None:
+                self._refused[first] = str(exc)  # alone in its transaction: this record is the one refused
+            else:
+                self._isolating = max(1, min(self._isolating or self.options.max_batch, size) // 2)
+            return
+        assert self.consumer is not None
+        at = self.consumer.committed_offsets()
+        seen, count = self._repeats
+        count = count + 1 if at == seen else 1
+        self._repeats = (at, count)
+        if count >= MAX_REPEATED_REWINDS:
+            raise KafkaError(f"query {self.query_id}: {count} transactions in a row aborted at the same offsets: {exc}")
+
+
+class _ChangelogState:
+    """A query's state as the checkpoint sees it: its changelog, and the executor the changelog restores."""
+
+    def __init__(self, query: PersistentQuery) -> None:
+        self.query = query
+
+    def write(self, output: Output, partitions: set[int]) -> None:
+        assert self.query.changelog is not None
+        self.query.changelog.write(output, self.query.executor, partitions)  # type: ignore[arg-type]
+
+    def reload(self, partitions: set[int]) -> None:
+        assert self.query.changelog is not None
+        self.query.executor = self.query.plan.executor()
+        self.query.changelog.restore(self.query.executor, partitions)
 
 
 class _Subset:

@@ -40,10 +40,12 @@ META_COLUMNS = ("ROWTIME", "ROWKEY", "ROWPARTITION", "ROWOFFSET")
 
 @dataclass(frozen=True, slots=True)
 class RowFailure:
-    """An input row whose evaluation failed: its position in the batch and why."""
+    """An input row whose evaluation failed: its position in the batch, why, and in which stage
+    (``evaluate``, or the stage of the user function that raised, such as ``predict``)."""
 
     index: int
     reason: str
+    stage: str = "evaluate"
 
 
 @dataclass
@@ -124,8 +126,10 @@ class QueryExecutor:
         self.con.execute("SET error_on_division_by_zero = false")
         for macro in MACROS:
             self.con.execute(macro)
+        #: stages of the user functions that raised during the current query (see ``UserFunction.register``)
+        self._failed_stages: list[str] = []
         for use in plan.udfs:
-            use.function.register(self.con, list(use.arg_types), use.result_type)
+            use.function.register(self.con, list(use.arg_types), use.result_type, self._failed_stages)
         #: per source (left, right), its columns with their Arrow types
         self._schemas = [{c.name: c.type.to_arrow() for c in source.columns} for source in plan.sources]
         self.aggregate: AggregateState | None = None
@@ -200,11 +204,13 @@ class QueryExecutor:
         failures: list[RowFailure] = []
 
         def run(lo: int, hi: int) -> None:
+            self._failed_stages.clear()
             try:
                 outs.append(self._query(sql, table.slice(lo, hi - lo)))
             except (duckdb.Error, ArithmeticError, ValueError, TypeError) as exc:
                 if hi - lo == 1:
-                    failures.append(RowFailure(int(table.column("__row")[lo].as_py()), _reason(exc)))
+                    stage = self._failed_stages[-1] if self._failed_stages else "evaluate"
+                    failures.append(RowFailure(int(table.column("__row")[lo].as_py()), _reason(exc), stage))
                     return
                 mid = (lo + hi) // 2
                 run(lo, mid)

@@ -60,6 +60,8 @@ class UserFunction:
     #: for a call with constant arguments only: the names of the columns to pass after them
     #: (``PREDICT('fraud')`` reads the columns the model's signature names)
     expand: Callable[[list[Any]], list[str]] | None = None
+    #: the runtime stage a row failing in this function is charged to (its error policy applies)
+    stage: str = "evaluate"
 
     def result_type(self, arg_types: list[SqlType], constants: list[Any]) -> SqlType:
         """The SQL type of a call with these argument types (and literal values, where constant)."""
@@ -80,16 +82,27 @@ class UserFunction:
         ).hexdigest()[:10]
         return f"udf_{self.name.lower()}_{len(arg_types)}_{digest}"
 
-    def register(self, con: Any, arg_types: list[SqlType], result: SqlType) -> str:
-        """Register this function with DuckDB for one argument signature; returns the DuckDB name."""
+    def register(self, con: Any, arg_types: list[SqlType], result: SqlType, failed: list[str] | None = None) -> str:
+        """Register this function with DuckDB for one argument signature; returns the DuckDB name.
+
+        DuckDB passes a Python function's error on as text only: each call that raises appends this
+        function's ``stage`` to ``failed``, so the caller can tell which stage a failed row belongs to.
+        """
         name = self.duckdb_name(arg_types, result)
         declared = list(self.params) if self.params is not None else arg_types
         sql_types = [con.dtype(t.to_duckdb() if t.name != "NULL" else "VARCHAR") for t in declared]
         arrow_type = result.to_arrow()
         func = self.func
 
+        stage = self.stage
+
         def call(*arrays: Any) -> pa.Array:
-            out = func(*(a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a for a in arrays))
+            try:
+                out = func(*(a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a for a in arrays))
+            except Exception:
+                if failed is not None:
+                    failed.append(stage)
+                raise
             if isinstance(out, pa.ChunkedArray):
                 out = out.combine_chunks()
             if not isinstance(out, pa.Array):
