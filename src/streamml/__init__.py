@@ -6,10 +6,19 @@
 >>> streamml.train("autoencoder", "tx", label="Class", name="fraud")
 
 Settings come from ``STREAMML_*`` variables (see :mod:`streamml.config`) unless passed explicitly.
+
+``streamml.sql`` is both the documented function and the name of the SQL subpackage (:mod:`streamml.sql`).
+Importing a submodule binds the submodule to its parent's attribute, so a plain function of that name would
+be replaced by the module on the first ``import streamml.sql...`` anywhere. Instead the subpackage itself is
+made callable: ``streamml.sql(text)`` runs statements against the cluster and ``streamml.sql.SqlEngine`` (or
+``import streamml.sql as x``) is the broker-free SQL layer, whatever was imported first.
 """
 
 from __future__ import annotations
 
+import importlib
+import sys
+import types
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -20,7 +29,7 @@ if TYPE_CHECKING:
     from streamml.runtime.session import Outcome
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "query", "sql", "train"]
+__all__ = ["query", "sql", "train"]
 
 
 def _settings(settings: Settings | None) -> Settings:
@@ -29,8 +38,11 @@ def _settings(settings: Settings | None) -> Settings:
     return settings or load_settings()
 
 
-def sql(text: str, settings: Settings | None = None) -> list[Outcome]:
-    """Run KSQL statements against the cluster; a pull query's rows are in ``outcome.rows`` (Arrow)."""
+def run_sql(text: str, settings: Settings | None = None) -> list[Outcome]:
+    """Run KSQL statements against the cluster; a pull query's rows are in ``outcome.rows`` (Arrow).
+
+    This is what ``streamml.sql(text)`` calls.
+    """
     from streamml.runtime.session import Session
 
     return Session(_settings(settings)).execute(text)
@@ -53,3 +65,39 @@ def train(recipe: str, source: str, *, name: str, settings: Settings | None = No
 
     options.setdefault("label", None)
     return train_from_stream(_settings(settings), recipe, source, name=name, **options)
+
+
+class _CallableSqlPackage(types.ModuleType):
+    """The class of the :mod:`streamml.sql` package object: calling it runs statements (:func:`run_sql`)."""
+
+    def __call__(self, text: str, settings: Settings | None = None) -> list[Outcome]:
+        return run_sql(text, settings)
+
+
+def _callable(module: types.ModuleType) -> types.ModuleType:
+    if module.__name__ == f"{__name__}.sql" and type(module) is types.ModuleType:
+        module.__class__ = _CallableSqlPackage
+    return module
+
+
+class _Package(types.ModuleType):
+    """The class of this package object: its ``sql`` attribute is always the (callable) SQL subpackage.
+
+    The import system binds ``streamml.sql`` through the setter once the subpackage is loaded; reading the
+    attribute first imports it (lazily: ``import streamml`` stays cheap).
+    """
+
+    @property
+    def sql(self) -> types.ModuleType:
+        loaded = sys.modules.get(f"{__name__}.sql")
+        return _callable(loaded if loaded is not None else importlib.import_module(f"{__name__}.sql"))
+
+    @sql.setter
+    def sql(self, module: types.ModuleType) -> None:
+        _callable(module)  # sys.modules holds it; the getter hands it out
+
+
+_callable_loaded = sys.modules.get(f"{__name__}.sql")
+if _callable_loaded is not None:  # reloading this package after the subpackage was imported
+    _callable(_callable_loaded)
+sys.modules[__name__].__class__ = _Package
