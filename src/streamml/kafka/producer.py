@@ -156,10 +156,14 @@ class Producer:
                 done = i
                 self._producer.poll(0.05)  # local queue full: let deliveries drain, then resume
             except KafkaException as exc:
-                err = exc.args[0] if exc.args else None
-                if err is not None and err.code() in _REJECTED:
-                    raise RecordRejected(f"producing to '{topic}': {err.str()}") from None
-                raise translate(exc, f"producing to '{topic}'", self._bootstrap) from None
+                raise self._failure(exc, f"producing to '{topic}'") from None
+
+    def _failure(self, exc: KafkaException, action: str) -> KafkaError:
+        """The error to raise for ``exc``: :class:`RecordRejected` when a record was refused for itself."""
+        err = exc.args[0] if exc.args else None
+        if err is not None and err.code() in _REJECTED:
+            return RecordRejected(f"{action}: {err.str()}")
+        return translate(exc, action, self._bootstrap)
 
     def flush(self, timeout_s: float = 30.0) -> None:
         """Wait for every queued record; raise :class:`KafkaError` if any was not delivered."""
@@ -270,8 +274,11 @@ class TransactionalProducer(Producer):
             else [tp for tp in consumer.positions() if tp.offset >= 0]
         )
         if tps:
-            with self._call("send_offsets_to_transaction", self.call_timeout_s):
-                self._producer.send_offsets_to_transaction(tps, consumer.group_metadata(), self.call_timeout_s)
+            try:
+                with self._call("send_offsets_to_transaction", self.call_timeout_s):
+                    self._producer.send_offsets_to_transaction(tps, consumer.group_metadata(), self.call_timeout_s)
+            except KafkaException as exc:
+                raise self._failure(exc, f"sending offsets to transaction '{self.transactional_id}'") from None
 
     def commit(self, timeout_s: float | None = None) -> None:
         """Commit the open transaction; aborts it and raises when any record failed.
@@ -287,8 +294,9 @@ class TransactionalProducer(Producer):
             with self._call("commit_transaction", timeout):
                 self._producer.commit_transaction(timeout)
         except KafkaException as exc:
+            failure = self._failure(exc, f"committing transaction '{self.transactional_id}'")
             self._recover(exc)
-            raise translate(exc, f"committing transaction '{self.transactional_id}'", self._bootstrap) from None
+            raise failure from None
         self.in_transaction = False
         self._raise_failures()
 
@@ -299,6 +307,15 @@ class TransactionalProducer(Producer):
         with self._call("abort_transaction", timeout):
             self._producer.abort_transaction(timeout)
         self.in_transaction = False
+        self.failed, self._first_error = 0, None  # the aborted records' failures go with them
+
+    def _failure(self, exc: KafkaException, action: str) -> KafkaError:
+        """As for any producer, and also when the transaction failed because of a record refused earlier
+        (the call then reports only that the transaction is in an erroneous state)."""
+        self._producer.poll(0)  # serve the delivery reports that name the refused record
+        if self.failed and self._first_rejected:
+            return RecordRejected(f"{action}: a record was refused: {self._first_error}")
+        return super()._failure(exc, action)
 
     def _recover(self, exc: KafkaException) -> None:
         err = exc.args[0] if exc.args else None

@@ -104,6 +104,7 @@ class PersistentQuery:
         self.max_record_bytes = 0
         #: while isolating a record the cluster refuses: the batch size, halved at each refusal
         self._isolating: int | None = None
+        self._hunting = False  # the refused record is not found yet: batches stay small
         #: records the cluster refused, found by isolating them: (topic, partition, offset) -> reason
         self._refused: dict[tuple[str | None, int, int], str] = {}
         self._repeats: tuple[dict[tuple[str, int], int], int] = ({}, 0)
@@ -213,7 +214,9 @@ class PersistentQuery:
             if len(batch):
                 try:
                     self._process(batch, decoded)
-                except RecordRejected as exc:  # refused as it was produced: the whole transaction goes back
+                except KafkaError as exc:  # producing failed: the whole transaction goes back
+                    if not self.exactly_once:
+                        raise
                     self._rewound(exc, self.checkpoint.rewind)
                     return len(batch)
             # commit at once when caught up (low latency); under load, every COMMIT_INTERVAL_S (throughput)
@@ -469,7 +472,7 @@ class PersistentQuery:
             self._rewound(exc)
             return
         self.metrics.transactions += 1
-        if self._isolating is not None:  # the refused record is behind us: grow back to full batches
+        if self._isolating is not None and not self._hunting:  # the refused record is behind us: grow back
             self._isolating *= 2
             if self._isolating >= self.options.max_batch:
                 self._isolating = None
@@ -491,8 +494,12 @@ class PersistentQuery:
             first, size = self._last_batch
             if self._isolating == 1 and size == 1 and first is not None:
                 self._refused[first] = str(exc)  # alone in its transaction: this record is the one refused
+                self._hunting = False
+                log.warning("query %s: %s[%d]@%d is refused by the cluster", self.query_id, *first)
             else:
                 self._isolating = max(1, min(self._isolating or self.options.max_batch, size) // 2)
+                self._hunting = True
+                log.info("query %s: isolating the refused record in batches of %d", self.query_id, self._isolating)
             return
         assert self.consumer is not None
         at = self.consumer.committed_offsets()

@@ -20,7 +20,7 @@ from streamml.runtime.metrics import QueryMetrics
 from streamml.runtime.observe import StatusPublisher, serve_metrics
 from streamml.runtime.options import RuntimeOptions
 from streamml.runtime.predict import ControlFollower, ModelProvider, provider_for
-from streamml.runtime.query import PersistentQuery
+from streamml.runtime.query import PersistentQuery, QueryFailed
 from streamml.sql import SqlEngine
 
 log = logging.getLogger(__name__)
@@ -123,6 +123,10 @@ class Runner:
                 )
                 query.run(stop)
                 metrics.state = "STOPPED" if stop.is_set() else "DONE"
+                return
+            except QueryFailed as exc:  # its error policy says stop: restarting would fail on the same record
+                metrics.state, metrics.error = "FAILED", exc.message
+                log.error("query %s failed and stays stopped: %s", query_id, exc.message)
                 return
             except Exception as exc:
                 failures = 0 if time.monotonic() - started > 60 else failures + 1
