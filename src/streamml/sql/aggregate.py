@@ -18,6 +18,7 @@ from typing import Any
 import pyarrow as pa
 from pyarrow import ipc
 
+from streamml.sql.changes import KeyedChanges, meta_record, read_meta
 from streamml.sql.compiler import quote
 from streamml.sql.plan import AggregatePlan
 from streamml.sql.types import BIGINT
@@ -59,6 +60,9 @@ class AggregateState:
         self.columns.append(("__rowtime", "BIGINT"))
         self.stream_time: dict[int, int] = {}
         self.seq: dict[int, int] = {}
+        types = dict(self.columns)
+        #: keys changed since the last :meth:`changes`, per partition
+        self.changed = KeyedChanges(con, [(k, types[k]) for k in self.pk], self.columns)
 
     def merges(self, s: str, e: str) -> list[tuple[str, str]]:
         """(column, SQL) merging the partial states of relation ``s`` with the later ones of ``e``."""
@@ -147,6 +151,7 @@ class AggregateState:
             f"ON CONFLICT ({', '.join(self.pk)}) DO UPDATE SET {updates}, "
             f"__rowtime = greatest(__state.__rowtime, EXCLUDED.__rowtime)"
         )
+        self.changed.mark(table, "SELECT * FROM __batch")
         touched = f"SELECT __state.* FROM {table} AS __state SEMI JOIN __batch USING ({', '.join(self.pk)})"
         closed = (
             f"SELECT * FROM {table} WHERE {_WE} + {self.window.grace_ms} <= {self.stream_time[partition]}"
@@ -156,7 +161,9 @@ class AggregateState:
         rows_sql = closed if (self.plan.emit_final and closed) else touched
         result = con.sql(self._final_sql(rows_sql)).to_arrow_table()
         if closed is not None:
-            con.execute(f"DELETE FROM {table} WHERE {_WE} + {self.window.grace_ms} <= {self.stream_time[partition]}")  # type: ignore[union-attr]
+            expired = f"{_WE} + {self.window.grace_ms} <= {self.stream_time[partition]}"  # type: ignore[union-attr]
+            self.changed.mark_where(table, expired)
+            con.execute(f"DELETE FROM {table} WHERE {expired}")
         con.unregister("__pre")
         return result, old, late
 
@@ -188,5 +195,29 @@ class AggregateState:
         self.con.register("__restore", table)
         self.con.execute(f"INSERT INTO {name} SELECT * FROM __restore")
         self.con.unregister("__restore")
+        self.stream_time[partition] = int(meta.get("stream_time", -(2**62)))
+        self.seq[partition] = int(meta.get("seq", 0))
+
+    # ---- per-key changes --------------------------------------------------------------------------------
+    def changes(self, partition: int) -> pa.Table:
+        """Changelog records (``key``, ``value``) of the keys changed since the last call, then the
+        partition's stream time and sequence."""
+        rows = self.changed.drain(self._table(partition), partition)
+        meta = {"stream_time": self.stream_time[partition], "seq": self.seq.get(partition, 0)}
+        return pa.concat_tables([rows, meta_record(partition, meta)])
+
+    def drop(self, partition: int) -> None:
+        """Forget the state of ``partition`` (before it is loaded from a changelog, or once it is revoked)."""
+        name = self._table(partition)
+        self.con.execute(f"DELETE FROM {name}")
+        self.changed.forget(name)
+        self.stream_time[partition] = -(2**62)
+        self.seq[partition] = 0
+
+    def load(self, partition: int, records: pa.Table) -> None:
+        """Replace the state of ``partition`` by what changelog ``records`` (in log order) say."""
+        self.drop(partition)
+        self.changed.load(self._table(partition), records, partition)
+        meta = read_meta(records, partition)
         self.stream_time[partition] = int(meta.get("stream_time", -(2**62)))
         self.seq[partition] = int(meta.get("seq", 0))

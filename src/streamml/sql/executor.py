@@ -432,6 +432,30 @@ class QueryExecutor:
         elif self.buffers is not None:
             self.buffers.restore(partition, data, *self._empty_inputs())
 
+    def changes(self, partition: int) -> pa.Table:
+        """Changelog records of ``partition`` since the last call: one per key, window, session or buffered
+        row that changed (``key``, ``value``; a null value when it was dropped), then its scalar state.
+
+        The key starts with the partition; records of several partitions may share a topic partition.
+        """
+        if self.aggregate is not None:
+            return self.aggregate.changes(partition)
+        if self.table_state is not None:
+            return self.table_state.changes(partition)
+        if self.buffers is not None:
+            return self.buffers.changes(partition, *self._empty_inputs())
+        return pa.table({"key": pa.array([], pa.binary()), "value": pa.array([], pa.binary())})
+
+    def load(self, partition: int, records: pa.Table) -> None:
+        """Replace the state of ``partition`` by the changelog ``records`` (``key``, ``value``, in log order)
+        that :meth:`changes` wrote; records of other partitions are ignored."""
+        if self.aggregate is not None:
+            self.aggregate.load(partition, records)
+        elif self.table_state is not None:
+            self.table_state.load(partition, records)
+        elif self.buffers is not None:
+            self.buffers.load(partition, records, *self._empty_inputs())
+
     def close(self) -> None:
         self.con.close()
 

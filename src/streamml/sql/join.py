@@ -16,6 +16,7 @@ from pyarrow import ipc
 
 from streamml.errors import SqlError
 from streamml.sql.catalog import Source
+from streamml.sql.changes import KeyedChanges, meta_record, read_meta
 from streamml.sql.compiler import quote
 
 
@@ -27,6 +28,10 @@ class TableState:
         self.source = source
         self.key = [quote(c.name) for c in source.key_columns]
         self._created: set[int] = set()
+        columns = [(quote(c.name), c.type.to_duckdb()) for c in source.columns]
+        types = dict(columns)
+        #: keys changed since the last :meth:`changes`, per partition
+        self.changed = KeyedChanges(con, [(k, types[k]) for k in self.key], columns)
 
     def table(self, partition: int) -> str:
         name = f"__table_p{int(partition)}"
@@ -63,6 +68,7 @@ class TableState:
             f"FROM __changes WHERE {' AND '.join(f'{k} IS NOT NULL' for k in self.key)}) WHERE __n = 1"
         )
         con.execute(f"CREATE OR REPLACE TEMP TABLE __latest AS {latest}")
+        self.changed.mark(name, "SELECT * FROM __latest")
         con.execute(
             f"DELETE FROM {name} WHERE ({', '.join(self.key)}) IN (SELECT ({', '.join(self.key)}) FROM __latest)"
         )
@@ -88,6 +94,16 @@ class TableState:
     def partitions(self) -> list[int]:
         return sorted(self._created)
 
+    def changes(self, partition: int) -> pa.Table:
+        """Changelog records of the keys changed since the last call."""
+        return self.changed.drain(self.table(partition), partition)
+
+    def load(self, partition: int, records: pa.Table) -> None:
+        """Replace the rows of ``partition`` by what changelog ``records`` say."""
+        name = self.table(partition)
+        self.con.execute(f"DELETE FROM {name}")
+        self.changed.load(name, records, partition)
+
 
 class StreamBuffers:
     """Both sides of a stream-stream join, buffered per partition for the join window.
@@ -104,6 +120,19 @@ class StreamBuffers:
         self.before, self.after = within
         self.grace_ms = grace_ms
         self.stream_time: dict[int, int] = {}
+        #: per partition, the next buffer row number (a buffered row's ``__row`` is its key in the changelog)
+        self.seq: dict[int, int] = {}
+        self.changed: tuple[KeyedChanges, KeyedChanges] | None = None
+
+    def _trackers(self, names: tuple[str, str]) -> tuple[KeyedChanges, KeyedChanges]:
+        if self.changed is None:
+            found = []
+            for name, tag in zip(names, ("l", "r"), strict=True):
+                described = self.con.sql(f"DESCRIBE {name}").fetchall()
+                columns = [(quote(row[0]), str(row[1])) for row in described]
+                found.append(KeyedChanges(self.con, [(quote("__row"), "BIGINT")], columns, tag))
+            self.changed = (found[0], found[1])
+        return self.changed
 
     def tables(self, partition: int, left_empty: pa.Table, right_empty: pa.Table) -> tuple[str, str]:
         names = (f"__buf_l_p{int(partition)}", f"__buf_r_p{int(partition)}")
@@ -130,15 +159,22 @@ class StreamBuffers:
     def add(self, partition: int, side: str, rows: pa.Table, names: tuple[str, str]) -> None:
         """Buffer a processed batch of one side and expire rows that can no longer match."""
         target = names[0] if side == "left" else names[1]
+        first = self.seq.get(partition, 0)
+        self.seq[partition] = first + rows.num_rows
+        numbers = pa.array(np.arange(first, first + rows.num_rows, dtype=np.int64))
+        rows = rows.set_column(rows.schema.get_field_index("__row"), "__row", numbers)
+        trackers = self._trackers(names)
         self.con.register("__add", rows)
         self.con.execute(f"INSERT INTO {target} SELECT * FROM __add")
+        trackers[0 if side == "left" else 1].mark(target, 'SELECT "__row" FROM __add')
         self.con.unregister("__add")
         latest = pc.max(rows.column("ROWTIME")).as_py() if rows.num_rows else None
         if latest is not None:
             self.stream_time[partition] = max(self.stream_time[partition], int(latest))
         horizon = self.stream_time[partition] - self.grace_ms - self.before - self.after
-        self.con.execute(f'DELETE FROM {names[0]} WHERE "ROWTIME" < {horizon}')
-        self.con.execute(f'DELETE FROM {names[1]} WHERE "ROWTIME" < {horizon}')
+        for name, tracker in zip(names, trackers, strict=True):
+            tracker.mark_where(name, f'"ROWTIME" < {horizon}')
+            self.con.execute(f'DELETE FROM {name} WHERE "ROWTIME" < {horizon}')
 
     def snapshot(self, partition: int) -> bytes:
         """Both buffers as two length-prefixed Arrow IPC streams."""
@@ -165,6 +201,28 @@ class StreamBuffers:
             latest = pc.max(table.column("ROWTIME")).as_py() if table.num_rows else None
             if latest is not None:
                 self.stream_time[partition] = max(self.stream_time[partition], int(latest))
+            if table.num_rows:
+                self.seq[partition] = max(self.seq.get(partition, 0), int(pc.max(table.column("__row")).as_py()) + 1)
 
     def partitions(self) -> list[int]:
         return sorted(self.stream_time)
+
+    def changes(self, partition: int, left_empty: pa.Table, right_empty: pa.Table) -> pa.Table:
+        """Changelog records of the buffered rows added or expired since the last call, then the stream
+        time and row number of the partition."""
+        names = self.tables(partition, left_empty, right_empty)
+        trackers = self._trackers(names)
+        meta = {"stream_time": self.stream_time[partition], "seq": self.seq.get(partition, 0)}
+        return pa.concat_tables(
+            [*(t.drain(n, partition) for n, t in zip(names, trackers, strict=True)), meta_record(partition, meta)]
+        )
+
+    def load(self, partition: int, records: pa.Table, left_empty: pa.Table, right_empty: pa.Table) -> None:
+        """Replace both buffers of ``partition`` by what changelog ``records`` say."""
+        names = self.tables(partition, left_empty, right_empty)
+        for name, tracker in zip(names, self._trackers(names), strict=True):
+            self.con.execute(f"DELETE FROM {name}")
+            tracker.load(name, records, partition)
+        meta = read_meta(records, partition)
+        self.stream_time[partition] = int(meta.get("stream_time", -(2**62)))
+        self.seq[partition] = int(meta.get("seq", 0))

@@ -102,7 +102,9 @@ class SessionState(AggregateState):
         closed = f"SELECT * FROM {table} WHERE {_WE} + {gap} + {grace} < {self.stream_time[partition]}"
         rows = closed if self.plan.emit_final else "SELECT * FROM __new"
         result = con.sql(self._final_sql(rows)).to_arrow_table()
-        con.execute(f"DELETE FROM {table} WHERE {_WE} + {gap} + {grace} < {self.stream_time[partition]}")
+        expired = f"{_WE} + {gap} + {grace} < {self.stream_time[partition]}"
+        self.changed.mark_where(table, expired)
+        con.execute(f"DELETE FROM {table} WHERE {expired}")
         return result, old, late
 
     def _merge(self, table: str) -> pa.Table | None:
@@ -138,6 +140,8 @@ class SessionState(AggregateState):
         con.execute(f"CREATE OR REPLACE TEMP TABLE __new AS SELECT {columns} FROM __bounds JOIN __acc USING (__grp)")
         old = con.sql(self._final_sql("SELECT * FROM __olds")).to_arrow_table() if self.tracks_old_rows else None
         pk = ", ".join(self.pk)
+        self.changed.mark(table, "SELECT * FROM __olds")
+        self.changed.mark(table, "SELECT * FROM __new")
         con.execute(f"DELETE FROM {table} WHERE ({pk}) IN (SELECT ({pk}) FROM __olds)")
         con.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM __new")
         return old
