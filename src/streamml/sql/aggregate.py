@@ -214,10 +214,13 @@ class AggregateState:
         self.stream_time[partition] = -(2**62)
         self.seq[partition] = 0
 
-    def load(self, partition: int, records: pa.Table) -> None:
-        """Replace the state of ``partition`` by what changelog ``records`` (in log order) say."""
-        self.drop(partition)
-        self.changed.load(self._table(partition), records, partition)
+    def load(self, partition: int, records: pa.Table, *, over: bool = False) -> None:
+        """Replace the state of ``partition`` by what changelog ``records`` (in log order) say; ``over``: apply
+        them over the state it holds instead."""
+        if not over:
+            self.drop(partition)
+        self.changed.load(self._table(partition), records, partition, over=over)
         meta = read_meta(records, partition)
-        self.stream_time[partition] = int(meta.get("stream_time", -(2**62)))
-        self.seq[partition] = int(meta.get("seq", 0))
+        if meta or not over:
+            self.stream_time[partition] = int(meta.get("stream_time", -(2**62)))
+            self.seq[partition] = int(meta.get("seq", 0))

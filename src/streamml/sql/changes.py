@@ -50,12 +50,15 @@ class KeyedChanges:
         self.columns = list(columns)
         self.tag = tag
         self._dirty: set[str] = set()
-        fields = [f"__tag := {_literal(tag)}"] if tag else []
-        self._key_fields = ", ".join([*fields, *(f"{name} := k.{name}" for name, _ in self.pk)])
         #: what a key of this kind starts with, after the partition prefix
         self.key_start = '{"__tag":' + json.dumps(tag) + "," if tag else '{"'
         structure = {json.loads(name) if name.startswith('"') else name: kind for name, kind in self.columns}
         self._structure = _literal(json.dumps(structure))
+
+    def _key_fields(self, alias: str) -> str:
+        """``struct_pack`` arguments of the key of a row of ``alias``."""
+        fields = [f"__tag := {_literal(self.tag)}"] if self.tag else []
+        return ", ".join([*fields, *(f"{name} := {alias}.{name}" for name, _ in self.pk)])
 
     def dirty(self, table: str) -> str:
         """The dirty-key table of state table ``table`` (created on first use)."""
@@ -86,8 +89,9 @@ class KeyedChanges:
         dirty = self.dirty(table)
         using = ", ".join(n for n, _ in self.pk)
         row = ", ".join(f"{n} := s.{n}" for n, _ in self.columns)
+        key = f"{_literal(key_prefix(partition))} || to_json(struct_pack({self._key_fields('k')}))"
         out = self.con.sql(
-            f"SELECT encode({_literal(key_prefix(partition))} || to_json(struct_pack({self._key_fields}))) AS key, "
+            f"SELECT encode({key}) AS key, "
             f"CASE WHEN s.__present THEN encode(CAST(to_json(struct_pack({row})) AS VARCHAR)) END AS value "
             f"FROM {dirty} AS k LEFT JOIN (SELECT *, TRUE AS __present FROM {table}) AS s USING ({using})"
         ).to_arrow_table()
@@ -98,11 +102,11 @@ class KeyedChanges:
         """Drop the marks of ``table`` (its state was replaced from the changelog)."""
         self.con.execute(f"DELETE FROM {self.dirty(table)}")
 
-    def load(self, table: str, records: pa.Table, partition: int) -> int:
-        """Insert the latest row of each key of ``records`` (``key``, ``value``, in log order) that is of this
-        kind and of ``partition``, skipping keys whose latest record is a tombstone; returns rows loaded.
+    def load(self, table: str, records: pa.Table, partition: int, *, over: bool = False) -> int:
+        """Apply the latest record of each key of ``records`` (``key``, ``value``, in log order) that is of
+        this kind and of ``partition``: its row, or none for a tombstone; returns the rows ``table`` holds.
 
-        ``table`` must hold none of those keys (the caller empties it first).
+        ``table`` must hold none of those keys unless ``over`` (the state is then updated in place).
         """
         start = _literal(key_prefix(partition) + self.key_start)
         names = ", ".join(n for n, _ in self.columns)
@@ -110,13 +114,20 @@ class KeyedChanges:
         self.con.register("__records", records)
         try:
             self.con.execute(
-                f"INSERT INTO {table} ({names}) SELECT unnest(json_transform(decode(value), {self._structure})) "
-                "FROM (SELECT key, value, row_number() OVER (PARTITION BY key ORDER BY __pos DESC) AS __n "
-                f"FROM __records WHERE starts_with(decode(key), {start})) "
-                "WHERE __n = 1 AND value IS NOT NULL"
+                "CREATE OR REPLACE TEMP TABLE __latest_changes AS SELECT decode(key) AS key, value FROM "
+                "(SELECT key, value, row_number() OVER (PARTITION BY key ORDER BY __pos DESC) AS __n "
+                f"FROM __records WHERE starts_with(decode(key), {start})) WHERE __n = 1"
             )
         finally:
             self.con.unregister("__records")
+        if over:
+            own = f"{_literal(key_prefix(partition))} || to_json(struct_pack({self._key_fields('s')}))"
+            self.con.execute(f"DELETE FROM {table} AS s WHERE {own} IN (SELECT key FROM __latest_changes)")
+        self.con.execute(
+            f"INSERT INTO {table} ({names}) SELECT unnest(json_transform(decode(value), {self._structure})) "
+            "FROM __latest_changes WHERE value IS NOT NULL"
+        )
+        self.con.execute("DROP TABLE __latest_changes")
         self.forget(table)
         return int(self.con.sql(f"SELECT count(*) FROM {table}").fetchall()[0][0])
 
@@ -129,6 +140,15 @@ def meta_record(partition: int, meta: dict[str, int]) -> pa.Table:
             "value": pa.array([json.dumps(meta).encode()], pa.binary()),
         }
     )
+
+
+def legacy_snapshot(records: pa.Table, partition: int) -> bytes | None:
+    """The latest whole-partition snapshot of ``partition`` (keyed by the bare partition number, as changelogs
+    were written before they held per-key changes), if ``records`` hold one."""
+    found = np.flatnonzero(
+        pc.equal(records.column("key"), pa.scalar(str(int(partition)).encode(), pa.binary())).to_numpy(False)
+    )
+    return records.column("value")[int(found[-1])].as_py() if len(found) else None
 
 
 def read_meta(records: pa.Table, partition: int) -> dict[str, int]:

@@ -27,6 +27,7 @@ import pyarrow.compute as pc
 
 from streamml.errors import SqlError
 from streamml.sql.aggregate import AggregateState
+from streamml.sql.changes import legacy_snapshot
 from streamml.sql.compiler import quote
 from streamml.sql.functions import MACROS
 from streamml.sql.join import StreamBuffers, TableState
@@ -448,13 +449,18 @@ class QueryExecutor:
 
     def load(self, partition: int, records: pa.Table) -> None:
         """Replace the state of ``partition`` by the changelog ``records`` (``key``, ``value``, in log order)
-        that :meth:`changes` wrote; records of other partitions are ignored."""
+        that :meth:`changes` wrote; records of other partitions are ignored. A whole-partition snapshot in
+        ``records`` (a changelog written before per-key changes) is the base the changes apply to."""
+        base = legacy_snapshot(records, partition)
+        if base is not None:
+            self.restore(partition, base)
+        over = base is not None
         if self.aggregate is not None:
-            self.aggregate.load(partition, records)
+            self.aggregate.load(partition, records, over=over)
         elif self.table_state is not None:
-            self.table_state.load(partition, records)
+            self.table_state.load(partition, records, over=over)
         elif self.buffers is not None:
-            self.buffers.load(partition, records, *self._empty_inputs())
+            self.buffers.load(partition, records, *self._empty_inputs(), over=over)
 
     def close(self) -> None:
         self.con.close()

@@ -98,11 +98,12 @@ class TableState:
         """Changelog records of the keys changed since the last call."""
         return self.changed.drain(self.table(partition), partition)
 
-    def load(self, partition: int, records: pa.Table) -> None:
-        """Replace the rows of ``partition`` by what changelog ``records`` say."""
+    def load(self, partition: int, records: pa.Table, *, over: bool = False) -> None:
+        """Replace the rows of ``partition`` by what changelog ``records`` say (``over``: update them)."""
         name = self.table(partition)
-        self.con.execute(f"DELETE FROM {name}")
-        self.changed.load(name, records, partition)
+        if not over:
+            self.con.execute(f"DELETE FROM {name}")
+        self.changed.load(name, records, partition, over=over)
 
 
 class StreamBuffers:
@@ -217,12 +218,16 @@ class StreamBuffers:
             [*(t.drain(n, partition) for n, t in zip(names, trackers, strict=True)), meta_record(partition, meta)]
         )
 
-    def load(self, partition: int, records: pa.Table, left_empty: pa.Table, right_empty: pa.Table) -> None:
-        """Replace both buffers of ``partition`` by what changelog ``records`` say."""
+    def load(
+        self, partition: int, records: pa.Table, left_empty: pa.Table, right_empty: pa.Table, *, over: bool = False
+    ) -> None:
+        """Replace both buffers of ``partition`` by what changelog ``records`` say (``over``: update them)."""
         names = self.tables(partition, left_empty, right_empty)
         for name, tracker in zip(names, self._trackers(names), strict=True):
-            self.con.execute(f"DELETE FROM {name}")
-            tracker.load(name, records, partition)
+            if not over:
+                self.con.execute(f"DELETE FROM {name}")
+            tracker.load(name, records, partition, over=over)
         meta = read_meta(records, partition)
-        self.stream_time[partition] = int(meta.get("stream_time", -(2**62)))
-        self.seq[partition] = int(meta.get("seq", 0))
+        if meta or not over:
+            self.stream_time[partition] = int(meta.get("stream_time", -(2**62)))
+            self.seq[partition] = int(meta.get("seq", 0))
