@@ -5,12 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import orjson
 import pyarrow as pa
 
-from streamml.kafka import Admin
+from streamml.kafka import Admin, BatchConsumer, Producer
 from streamml.kafka.producer import TransactionalProducer
 from streamml.runtime.changelog import Changelog, changelog_spec
+from streamml.runtime.session import Session, wait_for
 from streamml.sql import SqlEngine
+from tests.runtime.conftest import running
 
 SOURCE_PARTITIONS = 3
 
@@ -102,3 +105,40 @@ def test_a_restore_replaces_what_the_executor_held(
     ex.execute(*batch(["a", "a"], [2_000, 3_000], [1, 1]))  # never committed
     log.restore(ex, [1])
     assert counts(ex.execute(*batch(["a"], [4_000], [1]))) == {("a", 0): 2}
+
+
+def test_a_persistent_query_counts_on_after_a_restart(
+    session: Session, kafka_config: dict, topic: Callable[..., str], unique: Callable[[str], str]
+) -> None:
+    """A GROUP BY over a source of several partitions, stopped and started again: the second run restores the
+    counts from the changelog, so each key's latest count is the number of its records, never restarted from
+    zero nor counted twice."""
+    source, counts = topic(partitions=SOURCE_PARTITIONS), unique("counts")
+    hosts = [f"h{i}" for i in range(12)]
+
+    def send(rounds: int) -> None:
+        values = [orjson.dumps({"ms": r}) for r in range(rounds) for _ in hosts]
+        keys = [h.encode() for _ in range(rounds) for h in hosts]
+        with Producer(kafka_config) as producer:
+            producer.produce_batch(source, values, keys)
+
+    latest: dict[bytes | None, int] = {}
+
+    def counted(total: int) -> bool:
+        with BatchConsumer(kafka_config, [counts], track_end=True) as reader:
+            while not reader.reached_end():
+                batch = reader.poll_batch(1000, 0.3)
+                latest.update((k, orjson.loads(v)["N"]) for k, v in zip(batch.keys, batch.values, strict=True) if v)
+        return sum(latest.values()) >= total
+
+    session.execute(
+        f"CREATE STREAM pings (host VARCHAR KEY, ms BIGINT) WITH (KAFKA_TOPIC='{source}', VALUE_FORMAT='JSON');"
+        f"CREATE TABLE per_host WITH (KAFKA_TOPIC='{counts}') AS SELECT host, COUNT(*) AS n FROM pings GROUP BY host;"
+    )
+    send(3)
+    with running(session):
+        assert wait_for(lambda: counted(3 * len(hosts)), 60)
+    send(2)
+    with running(session):
+        assert wait_for(lambda: counted(5 * len(hosts)), 60)
+    assert latest == {h.encode(): 5 for h in hosts}
