@@ -2,20 +2,28 @@
 
 One record under the key ``catalog`` holds the catalog JSON, the persistent queries (id -> statement) and
 the session properties; compaction keeps only the latest. Writers read-modify-write; the last one wins.
+
+Every reader plans the stored queries with the functions the runner has (``PREDICT`` over the registry, see
+:func:`catalog_engine`). A stored query that no longer plans (its model was deleted, a plug-in was removed) is
+kept in the catalog, logged as a warning and listed by ``SHOW QUERIES``; it never stops an unrelated command.
 """
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 from streamml.config import Settings
-from streamml.errors import SqlError
+from streamml.errors import StreamMLError
 from streamml.kafka import Admin, BatchConsumer, Producer, client_config
 from streamml.sql import Catalog, SqlEngine
+
+log = logging.getLogger(__name__)
 
 _KEY = b"catalog"
 _TOPIC_CONFIG = {"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1", "segment.ms": "600000"}
@@ -111,15 +119,44 @@ class CatalogFollower:
         self.close()
 
 
-def engine_from_state(state: CatalogState, engine: SqlEngine | None = None) -> SqlEngine:
-    """A SQL engine holding ``state``'s catalog, with each stored persistent query planned again."""
+def engine_from_state(
+    state: CatalogState, engine: SqlEngine | None = None, unplanned: dict[str, str] | None = None
+) -> SqlEngine:
+    """A SQL engine holding ``state``'s catalog, with each stored persistent query planned again.
+
+    A query that no longer plans is left out of ``engine.queries`` and logged; ``unplanned`` (when given)
+    receives its id and why, so callers can list it and keep it when they save the catalog.
+    """
     engine = engine or SqlEngine.with_plugins()
     engine.catalog = state.catalog
     engine.properties = dict(state.properties)
     engine.queries = {}
+    if unplanned is not None:
+        unplanned.clear()
     for query_id, statement in state.queries.items():
         try:
             engine.queries[query_id] = engine.plan(statement)
-        except SqlError as exc:
-            raise SqlError(f"stored query {query_id} no longer plans: {exc.message}", hint=exc.hint) from None
+        except StreamMLError as exc:
+            reason = exc.message + (f" ({exc.hint})" if exc.hint else "")
+            log.warning("stored query %s no longer plans and is not run: %s", query_id, reason)
+            if unplanned is not None:
+                unplanned[query_id] = reason
     return engine
+
+
+def predict_functions(settings: Settings) -> Callable[[SqlEngine], None]:
+    """What the runner installs in every engine by default: ``PREDICT`` over the configured registry."""
+    from streamml.runtime.predict import provider_for  # the model runtime loads only where it is needed
+
+    return provider_for(settings, follow=False)[0].install
+
+
+def catalog_engine(
+    settings: Settings,
+    functions_hook: Callable[[SqlEngine], None] | None = None,
+    unplanned: dict[str, str] | None = None,
+) -> SqlEngine:
+    """An engine over the stored catalog, planned with ``functions_hook`` (default: :func:`predict_functions`)."""
+    engine = SqlEngine.with_plugins()
+    (functions_hook or predict_functions(settings))(engine)
+    return engine_from_state(CatalogStore(settings).load(), engine, unplanned)

@@ -18,10 +18,9 @@ import pyarrow as pa
 from streamml.config import Settings
 from streamml.errors import SqlError
 from streamml.kafka import Admin, BatchConsumer, client_config
-from streamml.runtime.catalog_store import CatalogState, CatalogStore, engine_from_state
+from streamml.runtime.catalog_store import CatalogState, CatalogStore, engine_from_state, predict_functions
 from streamml.runtime.codec import SourceCodec
 from streamml.runtime.observe import read_status
-from streamml.runtime.predict import provider_for
 from streamml.runtime.tables import TableFeed
 from streamml.sql import QueryPlan, SqlEngine, StatementResult, parse
 from streamml.sql import ast as sql_ast
@@ -51,10 +50,13 @@ class Session:
     engine: SqlEngine = field(init=False)
     store: CatalogStore = field(init=False)
     functions_hook: Callable[[SqlEngine], None] | None = None
+    #: stored persistent queries that no longer plan: id -> why (kept in the catalog, listed by SHOW QUERIES)
+    unplanned: dict[str, str] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.functions_hook is None:
-            self.functions_hook = provider_for(self.settings, follow=False)[0].install
+            self.functions_hook = predict_functions(self.settings)
+        self._stored: dict[str, str] = {}
         self.config = client_config(self.settings)
         self.admin = Admin(self.config, timeout_s=self.settings.request_timeout_s)
         self.store = CatalogStore(self.settings)
@@ -66,7 +68,8 @@ class Session:
         engine = SqlEngine.with_plugins()
         if self.functions_hook is not None:
             self.functions_hook(engine)
-        self.engine = engine_from_state(state, engine)
+        self.engine = engine_from_state(state, engine, self.unplanned)
+        self._stored = dict(state.queries)
         self.engine._counter = _next_query_number(state.queries)
         return state
 
@@ -97,6 +100,11 @@ class Session:
 
     def _execute_one(self, statement: sql_ast.Statement, text: str, push_limit: int | None,
                      on_rows: Callable[[pa.Table], None] | None) -> Outcome:  # fmt: skip
+        if isinstance(statement, sql_ast.Terminate):
+            dropped = self._terminate_unplanned(statement.query_id)
+            if dropped and statement.query_id is not None:
+                self._save()
+                return Outcome(StatementResult(statement, "TEXT", f"terminated {dropped[0]}", query_id=dropped[0]))
         try:
             result = self.engine.execute(statement.text)[0]
         except SqlError as exc:
@@ -138,10 +146,22 @@ class Session:
         for query_id, plan in self.engine.queries.items():
             status = "; ".join(states.get(query_id, [])) or "NOT RUNNING"
             lines.append(f"{query_id} | {status} | {plan.sink.name if plan.sink else '-'} | {plan.text}")
+        for query_id, reason in self.unplanned.items():
+            lines.append(
+                f"{query_id} | NOT PLANNED: {reason} | {_target(self._stored[query_id])} | {self._stored[query_id]}"
+            )
         return "\n".join(lines)
+
+    def _terminate_unplanned(self, query_id: str | None) -> list[str]:
+        """Forget stored queries that no longer plan (all of them for ``TERMINATE ALL``); their ids."""
+        ids = [q for q in self.unplanned if query_id is None or q.upper() == query_id.upper()]
+        for q in ids:
+            del self.unplanned[q]
+        return ids
 
     def _save(self) -> None:
         queries = {qid: plan.text for qid, plan in self.engine.queries.items()}
+        queries.update({qid: self._stored[qid] for qid in self.unplanned})  # kept until terminated
         self.store.save(CatalogState(self.engine.catalog, queries, dict(self.engine.properties)))
 
     def _partitions(self, topic: str) -> int:
@@ -216,6 +236,15 @@ class Session:
             if feed is not None:
                 feed.close()
             executor.close()
+
+
+def _target(statement: str) -> str:
+    """The stream or table a stored persistent query writes to, read from its text ('-' if it does not parse)."""
+    try:
+        parsed = parse(statement)[0]
+    except SqlError:
+        return "-"
+    return str(getattr(parsed, "name", None) or getattr(parsed, "target", None) or "-")
 
 
 def _same(a: str, b: str) -> bool:

@@ -18,6 +18,7 @@ import pyarrow as pa
 from streamml.config import Settings, load_settings
 from streamml.errors import ModelError
 from streamml.models.registry import ModelVersion, Registry
+from streamml.runtime.catalog_store import catalog_engine
 from streamml.runtime.history import Bounds, History, Progress, parse_time, read_history
 from streamml.sql import SqlEngine
 
@@ -77,6 +78,8 @@ def train_from_stream(
         to_offset=to_offset,
         to_time_ms=None if to_time is None else parse_time(to_time),
     )
+    if engine is None:  # the stored catalog, planned with the functions the runner has (PREDICT)
+        engine = catalog_engine(settings)
     history = read_history(settings, source, sql=sql, bounds=bounds, engine=engine, cache=cache, progress=on_read)
     if on_history is not None:
         on_history(history)
