@@ -40,6 +40,9 @@ def consume(
     offset: int | None = typer.Option(None, "--offset", help="Start at this offset in every partition."),
     from_time: str | None = typer.Option(None, "--from-time", help="Start at this time (ms or ISO-8601)."),
     latest: bool = typer.Option(False, "--latest", help="Only records that arrive from now on."),
+    from_beginning: bool = typer.Option(
+        False, "--from-beginning", help="Start at the earliest offset (the default; as kafka-console-consumer)."
+    ),
     limit: int | None = typer.Option(None, "--limit", "-n", min=1, help="Stop after this many records."),
     group: str | None = typer.Option(None, "--group", "-g", help="Join this consumer group and commit."),
     follow: bool = typer.Option(False, "--follow", help="Keep waiting for new records at the end."),
@@ -53,6 +56,8 @@ def consume(
     if output not in {"jsonl", "table", "raw"}:
         raise InputError(f"unknown output '{output}'", hint="use jsonl, table or raw")
     decoder = _decoder(fmt, schema)
+    if from_beginning and (offset is not None or from_time is not None or latest):
+        raise InputError("--from-beginning cannot be combined with --offset, --from-time or --latest")
     start = parse_start(offset, from_time, latest)
     settings = state(ctx).settings
     consumer = BatchConsumer(client_config(settings), [topic], group_id=group, start=start, track_end=not follow)

@@ -35,6 +35,8 @@ def produce(
     loop: bool = typer.Option(False, "--loop", help="Replay the file again and again (needs --file)."),
     batch: int = typer.Option(10_000, "--batch", min=1, help="Records per batch."),
     progress: bool | None = typer.Option(None, "--progress/--no-progress", help="Progress bar (default: on a tty)."),
+    create: bool = typer.Option(False, "--create", help="Create the topic if it does not exist."),
+    partitions: int = typer.Option(1, "--partitions", min=1, help="With --create: partitions of a new topic."),
 ) -> None:
     """Produce one record per input line; invalid lines stop the run with their line number."""
     fmt = fmt.lower()
@@ -52,8 +54,14 @@ def produce(
 
         settings = state(ctx).settings
         config = client_config(settings)
-        if not Admin(config, timeout_s=settings.request_timeout_s).exists(topic):
-            raise TopicNotFoundError(topic)
+        admin = Admin(config, timeout_s=settings.request_timeout_s)
+        if not admin.exists(topic):
+            if not create:
+                missing = TopicNotFoundError(topic)
+                missing.hint = f"{missing.hint}, or produce with --create [--partitions N]"
+                raise missing
+            admin.create_topic(topic, partitions=partitions, if_not_exists=True)
+            err.print(f"created topic {topic} ({partitions} partitions)")
         limiter = RateLimiter(rate)
         size = limiter.chunk_size(batch)
         offset = 1 if header else 0
