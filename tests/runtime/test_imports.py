@@ -28,3 +28,8 @@ def test_probe_sees_a_library_the_imports_load() -> None:
     probe = import_probe(("streamml.runtime.runner", "json"))
     assert probe.loaded(("json", "onnxruntime")) == ["json", "onnxruntime"]
     assert probe.peak_rss_mib >= probe.rss_mib > 0
+
+
+def test_runtime_path_leaves_the_schema_registry_http_client_unloaded() -> None:
+    """httpx serves only the Avro schema registry; a worker loads it with the first registry client."""
+    assert import_probe(WORKER_MODULES).loaded(("httpx",)) == []

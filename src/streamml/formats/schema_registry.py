@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-import httpx
-
 from streamml.errors import FormatError
+
+if TYPE_CHECKING:  # httpx loads with the first client: a worker without Avro streams never needs it
+    import httpx
 
 __all__ = ["SchemaRegistryClient", "UnknownSchemaError", "subject_name"]
 
@@ -40,6 +41,8 @@ class SchemaRegistryClient:
         auth: tuple[str, str] | None = None,
         client: httpx.Client | None = None,
     ) -> None:
+        import httpx
+
         self.url = url.rstrip("/")
         self._client = client or httpx.Client(
             base_url=self.url, timeout=timeout, auth=auth, headers={"Accept": _CONTENT_TYPE}
@@ -104,6 +107,8 @@ class SchemaRegistryClient:
         self.close()
 
     def _request(self, method: str, path: str, *, what: str, json: Any = None) -> dict[str, Any]:
+        import httpx
+
         headers = {"Content-Type": _CONTENT_TYPE} if json is not None else None
         try:
             response = self._client.request(method, path, json=json, headers=headers)
