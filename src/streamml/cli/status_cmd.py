@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import time
-
 import orjson
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from streamml.cli.state import state
-from streamml.runtime.observe import read_status
+from streamml.runtime.observe import is_alive, last_seen, read_status
 
 out = Console(highlight=False)
 
@@ -34,14 +32,15 @@ def status(
     table = Table("worker", "query", "state", "in/s", "in", "out", "dead", "lag", "p50 ms", "p99 ms", "models")
     problems = []
     for worker in sorted(workers, key=lambda w: str(w.get("worker"))):
-        age = time.time() - float(worker.get("time", 0))
-        name = f"{worker['worker']}" + (f" [dim](silent {age:.0f} s)[/]" if age > 30 else "")
+        alive = is_alive(worker)
+        name = f"{worker['worker']}" + ("" if alive else f" [dim](last seen {last_seen(worker)})[/]")
         for q in worker.get("queries", []):
             lag = sum(int(v) for v in q.get("lag", {}).values())
             models = ", ".join(f"{k}→{v}" for k, v in q.get("model_versions", {}).items()) or "-"
             counts = [f"{q[k]:,}" for k in ("records_in", "records_out", "dead_letters")]
             latency = [_ms(q.get("latency_p50_ms")), _ms(q.get("latency_p99_ms"))]
-            table.add_row(name, q["query"], q["state"], f"{q['rate_in']:,.0f}", *counts, f"{lag:,}", *latency, models)
+            state_ = q["state"] if alive else "NOT RUNNING"
+            table.add_row(name, q["query"], state_, f"{q['rate_in']:,.0f}", *counts, f"{lag:,}", *latency, models)
             if q.get("error"):
                 problems.append(f"{q['query']} on {worker['worker']}: {q['error']}")
         problems += [f"{worker['worker']}: {r}" for r in worker.get("refusals", [])]

@@ -2,6 +2,8 @@
 
 Every runner publishes its queries' metrics every few seconds under its worker id, so ``streamml status`` on
 any machine shows every worker of the deployment, with rates, lag, model versions, refusals and errors.
+A worker that stops without a clean shutdown (``kill -9``, a lost machine) leaves its last record behind; a
+record older than :data:`STALE_AFTER_S` reads as not running, with the time it was last seen.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -22,6 +25,8 @@ from streamml.kafka import Admin, BatchConsumer, Producer, client_config
 from streamml.runtime.metrics import LATENCY_BUCKETS_MS, QueryMetrics
 
 STATUS_PERIOD_S = 2.0
+#: a worker silent for this long (a few heartbeats) is shown as not running
+STALE_AFTER_S = 5 * STATUS_PERIOD_S
 
 
 def status_topic(service: str) -> str:
@@ -120,3 +125,23 @@ def read_status(settings: Settings, timeout_s: float = 10.0) -> list[dict[str, A
             batch = reader.poll_batch(1000, 0.2)
             latest.update(zip(batch.keys, batch.values, strict=True))
     return [orjson.loads(v) for v in latest.values() if v is not None]
+
+
+def is_alive(worker: dict[str, Any], now: float | None = None) -> bool:
+    """Whether ``worker`` (a record of :func:`read_status`) reported within :data:`STALE_AFTER_S`."""
+    return (time.time() if now is None else now) - float(worker.get("time", 0)) <= STALE_AFTER_S
+
+
+def last_seen(worker: dict[str, Any], now: float | None = None) -> str:
+    """When ``worker`` last reported: ``2026-01-31 12:00:00 UTC, 42 s ago``."""
+    seen = float(worker.get("time", 0))
+    age = (time.time() if now is None else now) - seen
+    return f"{datetime.fromtimestamp(seen, UTC):%Y-%m-%d %H:%M:%S} UTC, {age:.0f} s ago"
+
+
+def query_state(worker: dict[str, Any], query: dict[str, Any], now: float | None = None) -> str:
+    """A query's state on ``worker`` as users see it: ``RUNNING on host/pid`` while the worker reports, else
+    ``NOT RUNNING (worker host/pid last seen ...)``."""
+    if not is_alive(worker, now):
+        return f"NOT RUNNING (worker {worker['worker']} last seen {last_seen(worker, now)}; was {query['state']})"
+    return f"{query['state']} on {worker['worker']}" + (f" ({query['error']})" if query.get("error") else "")

@@ -20,7 +20,7 @@ from streamml.errors import SqlError
 from streamml.kafka import Admin, BatchConsumer, client_config
 from streamml.runtime.catalog_store import CatalogState, CatalogStore, engine_from_state, predict_functions
 from streamml.runtime.codec import SourceCodec
-from streamml.runtime.observe import read_status
+from streamml.runtime.observe import query_state, read_status
 from streamml.runtime.tables import TableFeed
 from streamml.sql import QueryPlan, SqlEngine, StatementResult, parse
 from streamml.sql import ast as sql_ast
@@ -140,8 +140,7 @@ class Session:
         states: dict[str, list[str]] = {}
         for worker in read_status(self.settings, timeout_s=5.0):
             for q in worker.get("queries", []):
-                text = f"{q['state']} on {worker['worker']}" + (f" ({q['error']})" if q.get("error") else "")
-                states.setdefault(q["query"], []).append(text)
+                states.setdefault(q["query"], []).append(query_state(worker, q))
         lines = ["Query ID | Status | Sink | Statement"]
         for query_id, plan in self.engine.queries.items():
             status = "; ".join(states.get(query_id, [])) or "NOT RUNNING"
