@@ -5,6 +5,8 @@ through ``kafka_properties``; secret values among them are kept as ``SecretStr``
 
     STREAMML_BOOTSTRAP=broker:9092                       use that cluster, start nothing
     STREAMML_HOME=.streamml                              local state: broker data, logs, registry
+                                                         (default: the nearest .streamml/ in the working
+                                                         directory or a folder above it, as git finds .git)
     STREAMML_KAFKA_PROPERTIES='{"security.protocol": "SASL_SSL", "sasl.mechanism": "PLAIN"}'
     STREAMML_CONFIG=streamml.toml                        optional file with the same keys
 """
@@ -26,6 +28,19 @@ from pydantic_settings import (
 
 from streamml.errors import ConfigError
 
+HOME_DIR = ".streamml"
+
+
+def find_home(start: Path | None = None) -> Path:
+    """The nearest ``.streamml/`` folder in ``start`` (default: the working directory) or a folder above it,
+    as git looks for ``.git``; ``.streamml`` in the working directory when there is none."""
+    start = (start or Path.cwd()).resolve()
+    for folder in (start, *start.parents):
+        if (folder / HOME_DIR).is_dir():
+            return folder / HOME_DIR
+    return Path(HOME_DIR)
+
+
 _SECRET_SUFFIXES = ("password", "secret", "sasl.oauthbearer.client.secret", "ssl.key.password")
 
 
@@ -37,7 +52,10 @@ class Settings(BaseSettings):
     bootstrap: str | None = Field(
         default=None, description="Bootstrap servers of an existing cluster; when set, nothing is started."
     )
-    home: Path = Field(default=Path(".streamml"), description="Folder for local state (broker, registry).")
+    home: Path = Field(
+        default_factory=find_home,
+        description="Folder for local state (broker, registry); default: the nearest .streamml/ upward.",
+    )
     cache_dir: Path = Field(
         default_factory=lambda: Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "streamml",
         description="Cache for downloaded broker jars, outside the repository.",
@@ -85,6 +103,16 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+    def home_searched(self) -> str:
+        """Where the local state was looked for, in words, for errors about a missing local broker."""
+        home = self.home.resolve()
+        if "home" in self.model_fields_set:
+            return f"looked in {home} (set by STREAMML_HOME / --home)"
+        cwd = Path.cwd().resolve()
+        if home.is_dir():
+            return f"looked in {home}" + ("" if home.parent == cwd else f", the nearest {HOME_DIR}/ above {cwd}")
+        return f"looked for {HOME_DIR}/ in {cwd} and every folder above it"
 
     @property
     def registry_root(self) -> str:

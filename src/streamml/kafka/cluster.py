@@ -10,8 +10,10 @@ from confluent_kafka import KafkaException
 from streamml.config import Settings
 from streamml.errors import KafkaError, TopicNotFoundError
 from streamml.kafka.broker import LocalBroker
+from streamml.kafka.client_log import AggregatingLog
 
-client_log = logging.getLogger("streamml.kafka.client")
+#: every client logs through one aggregator, so a broker that is down costs a line per change, not per retry
+client_log = AggregatingLog(logging.getLogger("streamml.kafka.client"))
 
 
 def resolve_bootstrap(settings: Settings) -> str:
@@ -22,7 +24,7 @@ def resolve_bootstrap(settings: Settings) -> str:
     if info.running and info.bootstrap:
         return info.bootstrap
     raise KafkaError(
-        "no Kafka cluster configured and the local broker is not running",
+        f"no Kafka cluster configured and the local broker is not running ({settings.home_searched()})",
         hint="start it with 'streamml kafka start' or set STREAMML_BOOTSTRAP",
     )
 
