@@ -38,6 +38,11 @@ def _peak(results: list[ScenarioResult]) -> str:
     return f"{statistics.median(peaks):,.0f} (max {max(peaks):,.0f})"
 
 
+def _rate(results: list[ScenarioResult]) -> str:
+    rates = [r.records / r.seconds for r in results if r.ok and r.seconds > 0]
+    return f"{statistics.median(rates):,.0f}" if len(rates) == len(results) else "-"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", type=int, default=200_000)
@@ -73,12 +78,12 @@ def main(argv: list[str] | None = None) -> None:
         shutil.rmtree(workdir, ignore_errors=True)
 
     rows = [
-        ["import only: benchmark worker (child + Runner)", f"{statistics.median(worker_imports):,.0f}"],
-        ["import only: `streamml run` (CLI + Runner)", f"{statistics.median(cli_imports):,.0f}"],
-        ["(a) passthrough, exactly-once", _peak(passthrough)],
-        ["(b) streamml PREDICT, 1 worker, exactly-once", _peak(scoring)],
+        ["import only: benchmark worker (child + Runner)", f"{statistics.median(worker_imports):,.0f}", "-"],
+        ["import only: `streamml run` (CLI + Runner)", f"{statistics.median(cli_imports):,.0f}", "-"],
+        ["(a) passthrough, exactly-once", _peak(passthrough), _rate(passthrough)],
+        ["(b) streamml PREDICT, 1 worker, exactly-once", _peak(scoring), _rate(scoring)],
     ]
-    header = ["worker", "peak RSS MiB"]
+    header = ["worker", "peak RSS MiB", "records/s"]
     print(table(header, rows))
     load = os.getloadavg()[0]
     if not args.no_write:
