@@ -82,7 +82,11 @@ def test_end_of_topic_is_detected(kafka_config: dict, topic: Callable[..., str])
         while not consumer.reached_end() and time.monotonic() < deadline:
             got += len(consumer.poll_batch(100, 0.3))
         assert consumer.reached_end()
+        ends = dict(consumer.end_offsets)
     assert got == 3
+    # each end-of-partition event carries the offset the partition ended at, so a reader can tell an end
+    # that is below the one it planned for (records not visible yet) from the real end
+    assert set(ends) == {(name, 0), (name, 1)} and sum(ends.values()) == 3
 
 
 def test_consume_unknown_topic(kafka_config: dict, unique: Callable[[str], str]) -> None:

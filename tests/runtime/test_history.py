@@ -10,10 +10,10 @@ import pyarrow as pa
 import pytest
 
 from streamml.config import Settings
-from streamml.errors import InputError, SqlError
+from streamml.errors import InputError, KafkaError, SqlError
 from streamml.formats import get_format
 from streamml.ingest.simulate import transactions
-from streamml.kafka import Producer
+from streamml.kafka import BatchConsumer, Producer, RecordBatch
 from streamml.runtime import history as history_module
 from streamml.runtime.history import Bounds, parse_time, read_history
 from streamml.sql import SqlEngine
@@ -81,6 +81,61 @@ def test_stream_history_runs_the_sql_and_records_lineage(
     assert {(r.partition, r.start, r.end) for r in lineage.partitions} == {(p, 0, n) for p, n in produced.items()}
     assert isinstance(lineage.value_schema, str) and '"V28" DOUBLE' in lineage.value_schema
     assert lineage.time_start is not None and lineage.time_end is not None
+
+
+def test_an_end_of_partition_event_below_the_planned_end_is_not_the_end(
+    kafka_settings: Settings, kafka_config: dict, topic: Callable[..., str], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """The consumer may signal end-of-partition before it sees records the plan counted (its fetch caught up
+    with an older view of the partition, as happens on a busy machine); the read must go on to the planned
+    end instead of returning an empty history."""
+    name = topic(partitions=3)
+    produced = produce_partitioned(kafka_config, name, transactions(300, seed=2), 3)
+    poll_batch = BatchConsumer.poll_batch
+    early: set[int] = set()
+
+    def early_end(self: BatchConsumer, max_records: int = 10_000, timeout_s: float = 0.5) -> RecordBatch:
+        if id(self) not in early:  # the first poll, before any record is read
+            early.add(id(self))
+            for tp in self.raw.assignment():
+                self.at_end.add((tp.topic, tp.partition))
+                getattr(self, "end_offsets", {})[(tp.topic, tp.partition)] = 0
+            return RecordBatch([])
+        return poll_batch(self, max_records, timeout_s)
+
+    monkeypatch.setattr(BatchConsumer, "poll_batch", early_end)
+    history = read_history(settings_at(kafka_settings, tmp_path), "tx", sql="SELECT Id FROM tx",
+                           engine=fraud_engine(name), cache=False)  # fmt: skip
+    assert early and history.records == 300
+    assert sorted(history.table.column("ID").to_pylist()) == list(range(300))
+    assert {(r.partition, r.start, r.end) for r in history.lineage.partitions} == {
+        (p, 0, n) for p, n in produced.items()
+    }
+
+
+def test_a_read_that_cannot_reach_its_planned_end_raises(
+    kafka_settings: Settings, kafka_config: dict, topic: Callable[..., str], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """Planned end offsets the partitions never reach (records gone, or not visible within the timeout) are
+    an error naming topic, partition, expected and reached offsets, never a silently short history."""
+    name = topic(partitions=2)
+    produce_partitioned(kafka_config, name, transactions(30, seed=4), 2)
+    plan = history_module._plan_ranges
+
+    def beyond_the_end(*args: object) -> dict[int, tuple[int, int]]:
+        ranges = plan(*args)  # type: ignore[arg-type]
+        return {p: (start, end + 5) if p == 1 else (start, end) for p, (start, end) in ranges.items()}
+
+    monkeypatch.setattr(history_module, "_plan_ranges", beyond_the_end)
+    monkeypatch.setattr(history_module, "IDLE_TIMEOUT_S", 1.0, raising=False)
+    with pytest.raises(KafkaError) as raised:
+        read_history(settings_at(kafka_settings, tmp_path), "tx", sql="SELECT Id FROM tx", engine=fraud_engine(name))
+    message = str(raised.value)
+    assert f"'{name}'" in message and "partition 1: expected offsets up to 20, reached 15" in message
+    assert "partition 0" not in message
+    assert not list((tmp_path / "snapshots").glob("*.parquet"))  # nothing short was cached
 
 
 def test_second_read_hits_the_snapshot_cache(

@@ -160,8 +160,17 @@ class Admin:
                 while True:
                     try:
                         tp = TopicPartition(name, p)
-                        out[p] = consumer.get_watermark_offsets(tp, timeout=self.timeout_s, cached=False)
-                        break
+                        low, high = consumer.get_watermark_offsets(tp, timeout=self.timeout_s, cached=False)
+                        if 0 <= low <= high:
+                            out[p] = (low, high)
+                            break
+                        # a logical offset (-1, -1001) instead of a real one: the partition is not settled
+                        if time.monotonic() > deadline:
+                            raise KafkaError(
+                                f"reading offsets of '{name}': partition {p} answered ({low}, {high})",
+                                hint="retry when the topic's partitions have leaders",
+                            )
+                        time.sleep(0.1)
                     except KafkaException as exc:  # a new partition's leader may still be settling
                         settling = exc.args[0].retriable() or exc.args[0].code() in _SETTLING
                         if not settling or time.monotonic() > deadline:

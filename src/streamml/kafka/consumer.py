@@ -162,6 +162,9 @@ class BatchConsumer:
         except KafkaException as exc:
             raise translate(exc, "creating consumer", self._bootstrap) from None
         self.at_end: set[tuple[str, int]] = set()
+        #: Per (topic, partition), the offset its last end-of-partition event was at: the end the broker
+        #: reported when the fetch caught up (an event below a planned end means "not there yet").
+        self.end_offsets: dict[tuple[str, int], int] = {}
         self._group_metadata: Any = None
         if group_id:
             self._consumer.subscribe(self.topics, on_assign=self._assigned, on_revoke=self._revoked)
@@ -238,7 +241,10 @@ class BatchConsumer:
             if err is None:
                 kept.append(m)
             elif err.code() == CKafkaError._PARTITION_EOF:
-                self.at_end.add((str(m.topic()), int(m.partition() or 0)))
+                key = (str(m.topic()), int(m.partition() or 0))
+                self.at_end.add(key)
+                offset = m.offset()
+                self.end_offsets[key] = -1 if offset is None else int(offset)
             elif err.code() == CKafkaError.UNKNOWN_TOPIC_OR_PART:
                 raise TopicNotFoundError(m.topic() or ",".join(self.topics))
             elif err.fatal():
@@ -252,9 +258,15 @@ class BatchConsumer:
         assigned = {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
         return bool(assigned) and assigned <= self.at_end
 
+    def clear_end(self) -> None:
+        """Forget end-of-partition events seen so far (before reading a new assignment)."""
+        self.at_end.clear()
+        self.end_offsets.clear()
+
     # -- positions ----------------------------------------------------------------------------------------
     def seek(self, topic: str, partition: int, offset: int) -> None:
         self.at_end.discard((topic, partition))
+        self.end_offsets.pop((topic, partition), None)
         self._consumer.seek(TopicPartition(topic, partition, offset))
 
     def seek_to_timestamp(self, timestamp_ms: int) -> None:

@@ -52,6 +52,8 @@ log = logging.getLogger(__name__)
 BATCH_RECORDS = 20_000
 #: Records sampled to infer the schema of a raw JSON topic.
 SAMPLE_RECORDS = 2_000
+#: Seconds without a record before a read that has not reached its planned end gives up (and says so).
+IDLE_TIMEOUT_S = 30.0
 _LINEAGE_META = b"streamml.lineage"
 _STATS_META = b"streamml.stats"
 #: Metadata columns that order the result: record time, then partition, then offset.
@@ -206,6 +208,11 @@ def read_history(
 def _plan_ranges(consumer: BatchConsumer, admin: Admin, topic: str, bounds: Bounds) -> dict[int, tuple[int, int]]:
     """Per partition, the offsets ``[start, end)`` to read (end as of now)."""
     marks = admin.watermarks(topic)
+    missing = sorted({p for t, p in consumer.assignment() if t == topic} - set(marks))
+    if missing:
+        raise KafkaError(
+            f"no end offsets for partitions {missing} of '{topic}'", hint="retry when the topic is settled"
+        )
     starts = {p: low for p, (low, _) in marks.items()}
     ends = {p: high for p, (_, high) in marks.items()}
     if bounds.from_offset is not None:
@@ -268,7 +275,7 @@ def _infer_source(consumer: BatchConsumer, topic: str, ranges: dict[int, tuple[i
         Column(f.name, SqlType.from_arrow(pa.string() if pa.types.is_null(f.type) else f.type))
         for f in decoded.table.schema
     )
-    consumer.at_end.clear()
+    consumer.clear_end()
     return Source(name=topic, kind=STREAM, columns=columns, topic=topic, value_format="JSON")
 
 
@@ -296,7 +303,11 @@ class _Fetcher(threading.Thread):
     """Consumes the planned ranges and hands batches over, so Kafka I/O overlaps decoding and SQL.
 
     Also builds each batch's columns (values, keys, offsets, ...) off the processing thread and tracks, per
-    partition, the last offset read and whether its range is complete.
+    partition, the last offset read and whether its range is complete. A range is complete only on evidence
+    that the planned end was reached: a record at or past its last offset, a position at or past its end, or
+    an end-of-partition event at or past its end. An end-of-partition event below the planned end (the
+    fetch caught up with what the broker showed it so far) is not the end: reading goes on, and gives up
+    with an error naming what is missing after ``IDLE_TIMEOUT_S`` without records.
     """
 
     def __init__(self, consumer: BatchConsumer, topic: str, ranges: dict[int, tuple[int, int]], records: int) -> None:
@@ -310,7 +321,9 @@ class _Fetcher(threading.Thread):
         self.last_read = np.full(size, -1, np.int64)
         self.batches: queue.Queue[tuple[RecordBatch, np.ndarray, int] | BaseException | None] = queue.Queue(3)
         self.stop = threading.Event()
-        consumer.at_end.clear()
+        self.start_of = {p: start for p, (start, _) in ranges.items()}
+        self.position = dict(self.start_of)
+        consumer.clear_end()
         consumer.raw.assign([TopicPartition(topic, p, ranges[p][0]) for p in sorted(self.pending)])
 
     def run(self) -> None:
@@ -331,11 +344,11 @@ class _Fetcher(threading.Thread):
 
     def _fetch(self) -> None:
         consumer, topic, end_of = self.consumer, self.topic, self.end_of
-        idle_deadline = time.monotonic() + 30.0
+        idle_deadline = time.monotonic() + IDLE_TIMEOUT_S
         while self.pending and not self.stop.is_set():
             batch = consumer.poll_batch(self.records, 0.5)
             if len(batch):
-                idle_deadline = time.monotonic() + 30.0
+                idle_deadline = time.monotonic() + IDLE_TIMEOUT_S
                 partitions, offsets = batch.partitions, batch.offsets
                 in_range = offsets < end_of[partitions]
                 kept = int(in_range.sum())
@@ -344,21 +357,32 @@ class _Fetcher(threading.Thread):
                     _ = batch.values, batch.keys, batch.timestamps  # built here, off the processing thread
                     self._put((batch, in_range, kept))
             elif time.monotonic() > idle_deadline:
-                raise KafkaError(
-                    f"reading '{topic}' stalled before the end of partitions {sorted(self.pending)}",
-                    hint="is the cluster reachable?",
-                )
-            positions = {tp.partition: tp.offset for tp in consumer.raw.position(consumer.raw.assignment())}
-            done = {
-                p
-                for p in self.pending
-                if self.last_read[p] >= end_of[p] - 1
-                or positions.get(p, -1) >= end_of[p]
-                or (topic, p) in consumer.at_end
-            }
+                raise self.short()
+            for tp in consumer.raw.position(consumer.raw.assignment()):
+                if tp.partition in self.position:
+                    self.position[tp.partition] = max(self.position[tp.partition], tp.offset)
+            for (t, p), offset in consumer.end_offsets.items():
+                if t == topic and p in self.position:
+                    self.position[p] = max(self.position[p], offset)
+            done = {p for p in self.pending if self.reached(p) >= end_of[p]}
             if done:
                 self.pending -= done
                 consumer.raw.pause([TopicPartition(topic, p) for p in done])
+
+    def reached(self, p: int) -> int:
+        """The offset partition ``p`` is known to have been read up to (exclusive)."""
+        return max(int(self.last_read[p]) + 1, self.position.get(p, 0), self.start_of.get(p, 0))
+
+    def short(self) -> KafkaError:
+        """The error for a read that did not reach the planned end of every partition."""
+        missing = ", ".join(
+            f"partition {p}: expected offsets up to {int(self.end_of[p])}, reached {self.reached(p)}"
+            for p in sorted(self.pending)
+        )
+        return KafkaError(
+            f"reading '{self.topic}' stopped short of the planned range ({missing})",
+            hint="is the cluster reachable and the topic's data still there? retry the read",
+        )
 
 
 def _read(
@@ -402,6 +426,8 @@ def _read(
         fetcher.stop.set()
         fetcher.join()
         executor.close()
+    if not executor.done and fetcher.pending:  # never hand out a silently short history
+        raise fetcher.short()
     table = _concat(tables, plan)
     history = History(
         table=table,
