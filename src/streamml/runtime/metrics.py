@@ -52,6 +52,8 @@ class QueryMetrics:
     batches: int = 0
     transactions: int = 0
     rewinds: int = 0
+    #: workers replaced by the watchdog (stuck in a call past its deadline)
+    replaced: int = 0
     last_batch_size: int = 0
     model_seconds: float = 0.0
     started_at: float = field(default_factory=time.time)

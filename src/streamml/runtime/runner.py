@@ -2,6 +2,11 @@
 
 The runner follows the catalog topic: queries created later start, terminated ones stop. A query that fails
 is restarted with backoff (its state comes back from its changelog); its error stays visible in ``status``.
+A query whose error policy says ``fail`` stays stopped, with the reason.
+
+A watchdog checks every worker at each refresh: one stuck in a transactional call past its deadline (as
+librdkafka can be while a group coordinator is unavailable) is abandoned and replaced by a fresh worker
+that fences its transaction, exactly as after a crash. Shutdown is bounded in time.
 Several runners (processes or machines) running the same queries share the partitions through the queries'
 consumer groups.
 """
@@ -28,11 +33,19 @@ log = logging.getLogger(__name__)
 RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
 
 
+#: how long shutdown waits for the queries to commit and leave their groups, all together
+SHUTDOWN_TIMEOUT_S = 30.0
+
+
 @dataclass
 class _Running:
+    """One query this runner runs: its supervising thread and the worker it runs now."""
+
     thread: threading.Thread
     stop: threading.Event
     metrics: QueryMetrics
+    start: Callable[[], _Running]
+    query: PersistentQuery | None = None
 
 
 @dataclass
@@ -75,9 +88,25 @@ class Runner:
         try:
             while not stop.is_set() and not self._stopped.is_set():
                 self.sync()
+                self.watch()
                 stop.wait(self.refresh_s)
         finally:
             self.shutdown()
+
+    def watch(self) -> None:
+        """Replace every worker stuck in a transactional call past its deadline."""
+        for query_id, running in list(self._running.items()):
+            query = running.query
+            reason = query.stalled() if query is not None else None
+            if query is None or reason is None:
+                continue
+            log.error("query %s: worker stuck (%s); replacing it", query_id, reason)
+            running.stop.set()
+            running.metrics.error = f"worker replaced: {reason}"
+            running.metrics.replaced += 1
+            # closing its consumer can block while the cluster is away: not on the runner's thread
+            threading.Thread(target=query.abandon, name=f"abandon-{query_id}", daemon=True).start()
+            self._running[query_id] = running.start()
 
     def sync(self) -> None:
         """Start queries that should run and stop those that were terminated (a no-op while the catalog stays
@@ -102,33 +131,43 @@ class Runner:
             plan = engine.queries[query_id]
             assert plan.sink is not None
             sink = engine.catalog.get(plan.sink.name)
-            metrics = QueryMetrics(query_id)
-            stop_event = threading.Event()
-            thread = threading.Thread(
-                target=self._supervise,
-                args=(query_id, plan, sink, stop_event, metrics, dict(state.properties)),
-                name=f"query-{query_id}",
-                daemon=True,
-            )
-            self._running[query_id] = _Running(thread, stop_event, metrics)
-            thread.start()
+            self._running[query_id] = self._start(query_id, plan, sink, QueryMetrics(query_id), dict(state.properties))
 
-    def _supervise(self, query_id, plan, sink, stop, metrics, properties) -> None:  # type: ignore[no-untyped-def]
+    def _start(self, query_id, plan, sink, metrics, properties) -> _Running:  # type: ignore[no-untyped-def]
+        """A supervising thread for one query, started."""
+        stop = threading.Event()
+        running = _Running(
+            threading.Thread(target=lambda: self._supervise(running, query_id, plan, sink, properties),
+                             name=f"query-{query_id}", daemon=True),
+            stop,
+            metrics,
+            start=lambda: self._start(query_id, plan, sink, metrics, properties),
+        )  # fmt: skip
+        running.thread.start()
+        return running
+
+    def _supervise(self, running: _Running, query_id, plan, sink, properties) -> None:  # type: ignore[no-untyped-def]
+        stop, metrics = running.stop, running.metrics
         failures = 0
         while not stop.is_set():
             started = time.monotonic()
+            query: PersistentQuery | None = None
             try:
                 query = PersistentQuery(
                     query_id, plan, sink, self.settings, self.options, metrics, self.provider, properties
                 )
+                running.query = query
                 query.run(stop)
-                metrics.state = "STOPPED" if stop.is_set() else "DONE"
+                if not query.abandoned:
+                    metrics.state = "STOPPED" if stop.is_set() else "DONE"
                 return
             except QueryFailed as exc:  # its error policy says stop: restarting would fail on the same record
                 metrics.state, metrics.error = "FAILED", exc.message
                 log.error("query %s failed and stays stopped: %s", query_id, exc.message)
                 return
             except Exception as exc:
+                if query is not None and query.abandoned:
+                    return  # replaced: its successor reports for the query now
                 failures = 0 if time.monotonic() - started > 60 else failures + 1
                 metrics.state, metrics.error = "ERROR", str(exc)
                 delay = RESTART_BACKOFF_S[min(failures, len(RESTART_BACKOFF_S) - 1)]
@@ -156,12 +195,16 @@ class Runner:
     def stop(self) -> None:
         self._stopped.set()
 
-    def shutdown(self) -> None:
-        """Stop every query: each finishes its batch, commits and leaves its group."""
+    def shutdown(self, timeout_s: float = SHUTDOWN_TIMEOUT_S) -> None:
+        """Stop every query: each finishes its batch, commits and leaves its group, within ``timeout_s``
+        for all of them (a worker still stuck then is left behind; its transaction is fenced on restart)."""
         for running in self._running.values():
             running.stop.set()
-        for query_id in list(self._running):
-            self._running[query_id].thread.join(60)
+        deadline = time.monotonic() + timeout_s
+        for query_id, running in self._running.items():
+            running.thread.join(max(0.0, deadline - time.monotonic()))
+            if running.thread.is_alive():
+                log.error("query %s did not stop within %.0f s; leaving it behind", query_id, timeout_s)
         self._running.clear()
         if self._catalog is not None:
             self._catalog.close()
