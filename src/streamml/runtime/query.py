@@ -94,7 +94,14 @@ class PersistentQuery:
         self.sink_topic = sink.topic
         self.dlq_topic = dead_letter_topic(settings.service_id, query_id)
         self.changelog = (
-            Changelog(self.config, self.admin, changelog_topic(settings.service_id, query_id))
+            Changelog(
+                self.config,
+                self.admin,
+                changelog_topic(settings.service_id, query_id),
+                partitions=max(
+                    len(self.admin.describe_topic(t, with_offsets=False).partitions) for t in self.stream_topics
+                ),
+            )
             if plan.stateful and self.table_source is None
             else None
         )
@@ -522,8 +529,7 @@ class _ChangelogState:
 
     def reload(self, partitions: set[int]) -> None:
         assert self.query.changelog is not None
-        self.query.executor = self.query.plan.executor()
-        self.query.changelog.restore(self.query.executor, partitions)
+        self.query.changelog.restore(self.query.executor, partitions)  # replaces those partitions' state
 
 
 class _Subset:
