@@ -113,9 +113,24 @@ class ModelProvider:
                     log.info("PREDICT('%s') now served by %s (was %s)", ref, served.label, old.label if old else "-")
                     self._active[ref] = served
                 self._pending.clear()
+                self._evict()
             pinned = dict(self._active)
         self._local.pinned = pinned
         return {ref: s.label for ref, s in pinned.items()}
+
+    def _evict(self) -> None:
+        """Forget loaded versions that no reference serves or waits for (a thread's pinned batch keeps its own
+        reference until the batch ends). Called with the lock held."""
+        in_force = {s.label for s in (*self._active.values(), *self._pending.values())}
+        for label in [label for label in self._cache if label not in in_force]:
+            del self._cache[label]
+            log.info("unloaded %s: no PREDICT reference serves it any more", label)
+
+    @property
+    def loaded(self) -> list[str]:
+        """The model versions this provider holds in memory."""
+        with self._lock:
+            return sorted(self._cache)
 
     def predict(self, ref: str, columns: list[pa.Array]) -> pa.StructArray:
         """Score one batch with the version pinned for ``ref`` in this thread."""
