@@ -131,8 +131,12 @@ def run(
     max_wait_ms: int = typer.Option(100, "--max-wait-ms", min=1, help="Micro-batch deadline under light load."),
     at_least_once: bool = typer.Option(False, "--at-least-once", help="No transactions: lowest latency."),
     metrics_port: int | None = typer.Option(None, "--metrics-port", help="Serve Prometheus /metrics here."),
+    on_error: list[str] = typer.Option(
+        [], "--on-error", help="STAGE=POLICY, repeatable: decode|evaluate|predict|produce = dead-letter|skip|fail."
+    ),
 ) -> None:
     """Apply a pipeline file (again: a no-op) and run its persistent queries until SIGINT/SIGTERM."""
+    policies = RuntimeOptions.policies(on_error)
     settings = state(ctx).settings
     only: list[str] | None = None
     if file is not None:
@@ -148,7 +152,7 @@ def run(
         max_batch=max_batch,
         max_wait_ms=max_wait_ms,
         guarantee=Guarantee.AT_LEAST_ONCE if at_least_once else Guarantee.EXACTLY_ONCE,
-    )
+    ).model_copy(update=policies)
     children = _spawn_workers(workers - 1, settings.worker_id)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

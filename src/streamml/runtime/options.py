@@ -6,6 +6,8 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from streamml.errors import InputError
+
 
 class ErrorPolicy(StrEnum):
     """What happens to a record that fails a stage: stop the query, drop it (counted), or dead-letter it."""
@@ -34,11 +36,31 @@ class RuntimeOptions(BaseModel):
     on_produce_error: ErrorPolicy = ErrorPolicy.DEAD_LETTER
     latency_column: bool = Field(default=False, description="Add a LATENCY_MS column to every output value.")
 
+    @staticmethod
+    def policies(specs: list[str]) -> dict[str, ErrorPolicy]:
+        """Option fields from ``STAGE=POLICY`` texts (``predict=fail``), as ``streamml run --on-error`` takes them."""
+        fields: dict[str, ErrorPolicy] = {}
+        for spec in specs:
+            stage, _, policy = spec.partition("=")
+            field = _STAGE_FIELDS.get(stage.strip().lower())
+            if field is None or policy.strip().lower() not in {p.value for p in ErrorPolicy}:
+                raise InputError(
+                    f"cannot read error policy '{spec}'",
+                    hint="write STAGE=POLICY with STAGE one of decode, evaluate, predict, produce and POLICY one "
+                    "of dead-letter, skip, fail",
+                )
+            fields[field] = ErrorPolicy(policy.strip().lower())
+        return fields
+
     def policy(self, stage: str) -> ErrorPolicy:
         """The error policy of a stage: ``decode``, ``evaluate``, ``predict`` or ``produce``."""
-        return {
-            "decode": self.on_decode_error,
-            "evaluate": self.on_eval_error,
-            "predict": self.on_predict_error,
-            "produce": self.on_produce_error,
-        }.get(stage, self.on_eval_error)
+        policy: ErrorPolicy = getattr(self, _STAGE_FIELDS.get(stage, "on_eval_error"))
+        return policy
+
+
+_STAGE_FIELDS = {
+    "decode": "on_decode_error",
+    "evaluate": "on_eval_error",
+    "predict": "on_predict_error",
+    "produce": "on_produce_error",
+}
