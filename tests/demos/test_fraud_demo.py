@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +22,10 @@ def test_demo_command_runs_the_whole_loop(cli: Callable[..., subprocess.Complete
     assert "done in" in proc.stdout, proc.stdout + proc.stderr
     report = (out / "report.md").read_text()
     assert "| autoencoder | fraud:" in report and "| gbdt | fraud-gbdt:" in report
+    lines = report.splitlines()
+    header = lines.index("| recipe | version | ROC AUC | PR AUC | precision | recall | F1 | threshold |")
+    assert [line.split(" | ")[0] for line in lines[header + 2 : header + 4]] == ["| autoencoder", "| gbdt"]
+    assert re.search(r"latency .*: p50 [\d.]+ ms, p95 [\d.]+ ms, p99 [\d.]+ ms", report), report
     assert "live transactions scored: 2,000 of 2,000 produced" in report
     assert sorted(p.name for p in out.glob("autoencoder-*.png")) == [
         "autoencoder-loss.png", "autoencoder-pr.png", "autoencoder-roc.png", "autoencoder-score_histogram.png",

@@ -39,7 +39,7 @@ def _view(stats: LiveStats) -> Panel:
         return "-" if x is None else f"{x:.1%}"
 
     def ms(x: float | None) -> str:
-        return "-" if x is None else f"≤ {x:.0f} ms"
+        return "-" if x is None else f"{x:.1f} ms"
 
     table = Table.grid(padding=(0, 3))
     table.add_row("elapsed", f"{stats.elapsed_s:5.1f} s", "model", stats.model)

@@ -14,7 +14,7 @@ out = Console(highlight=False)
 
 
 def _ms(value: float | None) -> str:
-    return "-" if value is None else f"≤{value:.0f}"
+    return "-" if value is None else f"{value:.1f}"
 
 
 def status(

@@ -316,7 +316,7 @@ class FraudDemo:
         lines = ["# streamml fraud demo", "", f"Cluster: `{self.config_kafka['bootstrap.servers']}`", ""]
         lines += ["## Models", "", "| recipe | version | ROC AUC | PR AUC | precision | recall | F1 | threshold |",
                   "| --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
-        for recipe, version in self.versions.items():
+        for recipe, version in self.versions.items():  # the whole table first: a line between rows ends it
             m = version.card.metrics
             thr = version.card.threshold
             lines.append(
@@ -324,6 +324,8 @@ class FraudDemo:
                 f"{m.get('precision', 0):.3f} | {m.get('recall', 0):.3f} | {m.get('f1', 0):.3f} | "
                 f"{'-' if thr is None else f'{thr:.4g}'} |"
             )
+        for recipe, version in self.versions.items():
+            lines += ["", f"### {recipe} ({version.ref})"]
             for plot in version.card.plots:
                 target = out / f"{recipe}-{Path(plot).name}"
                 with registry.fs.open(registry._strip(f"{version.uri}/{plot}"), "rb") as src, target.open("wb") as dst:
@@ -334,8 +336,8 @@ class FraudDemo:
             lines += [
                 "", "## Live scoring", "",
                 f"- live transactions scored: {s.scored:,} of {s.produced:,} produced, by {s.model}",
-                f"- end-to-end latency (transaction timestamp to committed score): p50 ≤ {s.p50_ms} ms, "
-                f"p99 ≤ {s.p99_ms} ms",
+                f"- end-to-end latency (transaction timestamp to committed score): p50 {_ms(s.latency.quantile(0.5))}, "
+                f"p95 {_ms(s.latency.quantile(0.95))}, p99 {_ms(s.latency.quantile(0.99))}",
                 f"- alerts: {s.alerts:,}; precision {_pct(s.tp, s.tp + s.fp)}, recall {_pct(s.tp, s.tp + s.fn)}",
             ]  # fmt: skip
         lines += ["", "## Timings", "", *(f"- {k}: {v:.1f} s" for k, v in self.timings.items())]
@@ -348,6 +350,10 @@ class FraudDemo:
         self._runner_stop.set()
         if self._runner_thread is not None:
             self._runner_thread.join(60)
+
+
+def _ms(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f} ms"
 
 
 def _pct(num: int, den: int) -> str:

@@ -8,20 +8,25 @@ from typing import Any
 
 import numpy as np
 
-#: upper bounds (ms) of the latency histogram's buckets; the last bucket is unbounded
+#: bucket bounds (ms) of the Prometheus export of latency; the last bucket is unbounded
 LATENCY_BUCKETS_MS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 30_000, 60_000)
+#: the histogram's own bounds: log-spaced from 0.1 ms to 10 minutes, 1.5% apart (so a quantile read from them
+#: is within 1.5% of the measured value), and the export's bounds exactly
+FINE_BOUNDS_MS = np.union1d(
+    np.geomspace(0.1, 600_000.0, int(np.ceil(np.log(6_000_000.0) / np.log(1.015))) + 1), LATENCY_BUCKETS_MS
+)
 
 
 @dataclass
 class LatencyHistogram:
-    """Bucket counts of end-to-end latency, updated a whole batch at a time."""
+    """Counts of end-to-end latency in fine log-spaced buckets, updated a whole batch at a time."""
 
-    counts: np.ndarray = field(default_factory=lambda: np.zeros(len(LATENCY_BUCKETS_MS) + 1, np.int64))
+    counts: np.ndarray = field(default_factory=lambda: np.zeros(len(FINE_BOUNDS_MS) + 1, np.int64))
     total_ms: float = 0.0
 
     def observe(self, latencies_ms: np.ndarray) -> None:
         if len(latencies_ms):
-            slots = np.searchsorted(np.asarray(LATENCY_BUCKETS_MS), latencies_ms, side="left")
+            slots = np.searchsorted(FINE_BOUNDS_MS, latencies_ms, side="left")
             self.counts += np.bincount(slots, minlength=len(self.counts))
             self.total_ms += float(latencies_ms.sum())
 
@@ -30,11 +35,16 @@ class LatencyHistogram:
         return int(self.counts.sum())
 
     def quantile(self, q: float) -> float | None:
-        """Upper bound of the bucket holding quantile ``q`` (None before any observation)."""
+        """Quantile ``q`` in ms, as the upper bound of its fine bucket (None before any observation)."""
         if self.count == 0:
             return None
         slot = int(np.searchsorted(np.cumsum(self.counts), q * self.count, side="left"))
-        return float(LATENCY_BUCKETS_MS[slot]) if slot < len(LATENCY_BUCKETS_MS) else float("inf")
+        return float(FINE_BOUNDS_MS[slot]) if slot < len(FINE_BOUNDS_MS) else float("inf")
+
+    def cumulative(self, bounds_ms: tuple[float, ...] = LATENCY_BUCKETS_MS) -> list[int]:
+        """How many observations were at most each of ``bounds_ms`` (for a coarse Prometheus histogram)."""
+        running = np.cumsum(self.counts)
+        return [int(running[np.searchsorted(FINE_BOUNDS_MS, b, side="right") - 1]) for b in bounds_ms]
 
 
 @dataclass
@@ -86,5 +96,6 @@ class QueryMetrics:
             "lag": dict(self.lag),
             "model_versions": dict(self.model_versions),
             "latency_p50_ms": self.latency.quantile(0.5),
+            "latency_p95_ms": self.latency.quantile(0.95),
             "latency_p99_ms": self.latency.quantile(0.99),
         }

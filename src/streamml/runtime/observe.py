@@ -62,9 +62,9 @@ class RunnerCollector:
                 lag.add_metric([m.query_id, partition], behind)
             for ref, label in m.model_versions.items():
                 version.add_metric([m.query_id, ref], float(label.rsplit(":", 1)[-1]))
-            cumulative = m.latency.counts.cumsum()
-            buckets = [(str(b / 1000), float(c)) for b, c in zip(LATENCY_BUCKETS_MS, cumulative, strict=False)]
-            buckets.append(("+Inf", float(cumulative[-1])))
+            cumulative = m.latency.cumulative(LATENCY_BUCKETS_MS)
+            buckets = [(str(b / 1000), float(c)) for b, c in zip(LATENCY_BUCKETS_MS, cumulative, strict=True)]
+            buckets.append(("+Inf", float(m.latency.count)))
             latency.add_metric([m.query_id], buckets, m.latency.total_ms / 1000)
         yield from families.values()
         yield from (batch, model, lag, version, latency)

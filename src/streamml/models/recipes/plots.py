@@ -36,14 +36,35 @@ def score_histogram(y_true: np.ndarray, scores: np.ndarray, threshold: float | N
     scores = np.asarray(scores, dtype=np.float64)
     figure = Figure(figsize=(5, 3.5))
     axes = figure.add_subplot()
-    bins = np.histogram_bin_edges(scores, bins=40).tolist()
-    axes.hist(scores[~y_true], bins=bins, alpha=0.6, label="negative", density=True)
-    axes.hist(scores[y_true], bins=bins, alpha=0.6, label="positive", density=True)
+    edges, log_scale = score_bins(scores)
+    bins = edges.tolist()
+    axes.hist(np.clip(scores[~y_true], edges[0], edges[-1]), bins=bins, alpha=0.6, label="negative", density=True)
+    axes.hist(np.clip(scores[y_true], edges[0], edges[-1]), bins=bins, alpha=0.6, label="positive", density=True)
+    if log_scale:
+        axes.set_xscale("log")
     if threshold is not None:
         axes.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:.3g}")
     axes.set(xlabel="score", ylabel="density", title="scores by class (test)")
     axes.legend()
     return _save(figure, path)
+
+
+def score_bins(scores: np.ndarray, bins: int = 40) -> tuple[np.ndarray, bool]:
+    """Histogram edges that show how scores spread, and whether they are log-spaced.
+
+    Scores such as reconstruction errors are positive and heavy-tailed: linear bins over their full range put
+    almost everything in the first bar. Positive scores spanning more than two decades get log-spaced bins;
+    other scores get linear bins over the 0.5-99.5 percentile range (values outside are drawn at the edges).
+    """
+    finite = scores[np.isfinite(scores)]
+    if len(finite) == 0:
+        return np.linspace(0.0, 1.0, bins + 1), False
+    low, high = np.percentile(finite, [0.5, 99.5])
+    if low > 0 and high / low > 100:
+        return np.geomspace(low, high, bins + 1), True
+    if high <= low:
+        low, high = float(finite.min()), float(finite.max()) + 1e-12
+    return np.linspace(low, high, bins + 1), False
 
 
 def roc_curve(y_true: np.ndarray, scores: np.ndarray, path: Path) -> Path:
