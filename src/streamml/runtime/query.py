@@ -432,10 +432,15 @@ class PersistentQuery:
         dead: DeadLetters,
     ) -> None:
         """Take the output records too large for the sink topic out of ``out``: produce-stage failures."""
-        sizes = np.fromiter(map(len, out.values), np.int64, len(out.values))
-        if out.keys is not None:
-            sizes += np.fromiter((len(k) if k is not None else 0 for k in out.keys), np.int64, len(out.keys))
-        large = np.flatnonzero(sizes > self.max_record_bytes)
+        try:
+            sizes = np.fromiter(map(len, out.values), np.int64, len(out.values))
+        except TypeError:  # a null value (KAFKA format, NULL column) has no size
+            sizes = np.fromiter((len(v or b"") for v in out.values), np.int64, len(out.values))
+        near = np.flatnonzero(sizes > self.max_record_bytes - RECORD_OVERHEAD_BYTES)
+        if out.keys is not None:  # keys count too, but only near the limit is it worth looking at them
+            for i in near:
+                sizes[i] += len(out.keys[i] or b"")
+        large = near[sizes[near] > self.max_record_bytes]
         if not len(large):
             return
         source = result.indices[large]
