@@ -14,18 +14,17 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
 import time
 import uuid
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
+from benchmarks.cluster import bench_settings
 from benchmarks.report import table, write_section
-from streamml.config import Settings, load_settings
+from streamml.config import Settings
 from streamml.formats import get_format
-from streamml.kafka import Admin, BatchConsumer, LocalBroker, Producer, client_config
+from streamml.kafka import Admin, BatchConsumer, Producer, client_config
 from streamml.runtime.history import read_history
 from streamml.sql import SqlEngine
 
@@ -61,37 +60,27 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help="Print only; leave docs/benchmarks.md alone.")
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="streamml-bench-") as tmp:
-        base = load_settings()
-        broker = None
-        if not base.bootstrap:
-            broker = LocalBroker(Settings(home=Path(tmp) / "broker", broker_port=0, controller_port=0))
-            base = Settings(bootstrap=broker.start().bootstrap)
-        settings = Settings(bootstrap=base.bootstrap, home=Path(tmp) / "home")
-        try:
-            config = client_config(settings)
-            topic = f"bench-history-{uuid.uuid4().hex[:8]}"
-            Admin(config).create_topic(topic, partitions=args.partitions)
-            values = records(args.records)
-            size = sum(map(len, values)) / len(values)
-            with Producer(config) as producer:
-                producer.produce_batch(topic, values)
-            engine = SqlEngine.with_plugins()
-            columns = ", ".join(f"{c} DOUBLE" for c in COLUMNS)
-            engine.execute(f"CREATE STREAM bench ({columns}) WITH (KAFKA_TOPIC='{topic}', VALUE_FORMAT='JSON');")
+    with bench_settings() as settings:
+        config = client_config(settings)
+        topic = f"bench-history-{uuid.uuid4().hex[:8]}"
+        Admin(config).create_topic(topic, partitions=args.partitions)
+        values = records(args.records)
+        size = sum(map(len, values)) / len(values)
+        with Producer(config) as producer:
+            producer.produce_batch(topic, values)
+        engine = SqlEngine.with_plugins()
+        columns = ", ".join(f"{c} DOUBLE" for c in COLUMNS)
+        engine.execute(f"CREATE STREAM bench ({columns}) WITH (KAFKA_TOPIC='{topic}', VALUE_FORMAT='JSON');")
 
-            bare, read, hit = [], [], []
-            for _ in range(args.rounds):
-                bare.append(bare_consume(config, topic, args.records))
-                seconds, rows = history(settings, engine, cache=False)
-                assert rows == args.records, rows
-                read.append(seconds)
-            history(settings, engine, cache=True)  # writes the snapshot
-            for _ in range(args.rounds):
-                hit.append(history(settings, engine, cache=True)[0])
-        finally:
-            if broker is not None:
-                broker.stop()
+        bare, read, hit = [], [], []
+        for _ in range(args.rounds):
+            bare.append(bare_consume(config, topic, args.records))
+            seconds, rows = history(settings, engine, cache=False)
+            assert rows == args.records, rows
+            read.append(seconds)
+        history(settings, engine, cache=True)  # writes the snapshot
+        for _ in range(args.rounds):
+            hit.append(history(settings, engine, cache=True)[0])
 
     n = args.records
     print(

@@ -18,17 +18,15 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
 import time
 import uuid
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
+from benchmarks.cluster import bench_settings
 from benchmarks.report import table, write_section
-from streamml.config import Settings, load_settings
-from streamml.kafka import Admin, BatchConsumer, LocalBroker, client_config
+from streamml.kafka import Admin, BatchConsumer, client_config
 from streamml.kafka.producer import TransactionalProducer
 from streamml.runtime.changelog import CHANGELOG_CONFIG, Changelog
 from streamml.sql import SqlEngine
@@ -77,59 +75,50 @@ def main() -> None:
     engine.execute("CREATE STREAM pings (host VARCHAR KEY, ms BIGINT) WITH (KAFKA_TOPIC='p', VALUE_FORMAT='JSON');")
     plan = engine.plan(QUERY)
 
-    with tempfile.TemporaryDirectory(prefix="streamml-bench-") as tmp:
-        base = load_settings()
-        broker = None
-        if not base.bootstrap:
-            broker = LocalBroker(Settings(home=Path(tmp) / "broker", broker_port=0, controller_port=0))
-            base = Settings(bootstrap=broker.start().bootstrap)
-        try:
-            config = client_config(Settings(bootstrap=base.bootstrap, home=Path(tmp) / "home"))
-            admin = Admin(config)
-            topic = f"bench-changelog-{uuid.uuid4().hex[:8]}"
-            log = Changelog(config, admin, topic, partitions=args.partitions)
-            ex = plan.executor()
-            ex.execute(*keyed_batch(np.arange(args.keys), args.partitions, 1_000))
-            big = {"message.max.bytes": 64 * 1024 * 1024}  # as the query's producer
-            producer = TransactionalProducer(config, f"bench-{uuid.uuid4().hex[:8]}", big)
-            former = f"{topic}-snapshots"
-            admin.create_topic(former, partitions=1, config=CHANGELOG_CONFIG)
-            first, first_records = commit(log, producer, ex, parts)
-            rng = np.random.default_rng(1)
-            small, small_records, snap, snap_bytes, snap_max = [], 0, [], 0, 0
-            for r in range(args.rounds):
-                touched = rng.choice(args.keys, args.touched, replace=False)
-                ex.execute(*keyed_batch(touched, args.partitions, 2_000 + r))
+    with bench_settings() as settings:
+        config = client_config(settings)
+        admin = Admin(config)
+        topic = f"bench-changelog-{uuid.uuid4().hex[:8]}"
+        log = Changelog(config, admin, topic, partitions=args.partitions)
+        ex = plan.executor()
+        ex.execute(*keyed_batch(np.arange(args.keys), args.partitions, 1_000))
+        big = {"message.max.bytes": 64 * 1024 * 1024}  # as the query's producer
+        producer = TransactionalProducer(config, f"bench-{uuid.uuid4().hex[:8]}", big)
+        former = f"{topic}-snapshots"
+        admin.create_topic(former, partitions=1, config=CHANGELOG_CONFIG)
+        first, first_records = commit(log, producer, ex, parts)
+        rng = np.random.default_rng(1)
+        small, small_records, snap, snap_bytes, snap_max = [], 0, [], 0, 0
+        for r in range(args.rounds):
+            touched = rng.choice(args.keys, args.touched, replace=False)
+            ex.execute(*keyed_batch(touched, args.partitions, 2_000 + r))
+            start = time.perf_counter()
+            snapshots = [ex.snapshot(p) for p in parts]  # the former commit of the same change
+            producer.begin()
+            producer.produce_batch(former, snapshots, [str(p).encode() for p in parts])
+            producer.commit()
+            snap.append(time.perf_counter() - start)
+            snap_bytes, snap_max = sum(map(len, snapshots)), max(map(len, snapshots))
+            seconds, small_records = commit(log, producer, ex, parts)
+            small.append(seconds)
+        producer.close()
+        ex.close()
+        restore_all, restore_one, restore_former = [], [], []
+        for _ in range(args.rounds):
+            with plan.executor() as fresh:
                 start = time.perf_counter()
-                snapshots = [ex.snapshot(p) for p in parts]  # the former commit of the same change
-                producer.begin()
-                producer.produce_batch(former, snapshots, [str(p).encode() for p in parts])
-                producer.commit()
-                snap.append(time.perf_counter() - start)
-                snap_bytes, snap_max = sum(map(len, snapshots)), max(map(len, snapshots))
-                seconds, small_records = commit(log, producer, ex, parts)
-                small.append(seconds)
-            producer.close()
-            ex.close()
-            restore_all, restore_one, restore_former = [], [], []
-            for _ in range(args.rounds):
-                with plan.executor() as fresh:
-                    start = time.perf_counter()
-                    restore_snapshots(config, former, fresh)
-                    restore_former.append(time.perf_counter() - start)
-                with plan.executor() as fresh:
-                    start = time.perf_counter()
-                    read_all = log.restore(fresh, parts)
-                    restore_all.append(time.perf_counter() - start)
-                with plan.executor() as fresh:
-                    start = time.perf_counter()
-                    read_one = log.restore(fresh, [0])
-                    restore_one.append(time.perf_counter() - start)
-            admin.delete_topic(topic, if_exists=True)
-            admin.delete_topic(former, if_exists=True)
-        finally:
-            if broker is not None:
-                broker.stop()
+                restore_snapshots(config, former, fresh)
+                restore_former.append(time.perf_counter() - start)
+            with plan.executor() as fresh:
+                start = time.perf_counter()
+                read_all = log.restore(fresh, parts)
+                restore_all.append(time.perf_counter() - start)
+            with plan.executor() as fresh:
+                start = time.perf_counter()
+                read_one = log.restore(fresh, [0])
+                restore_one.append(time.perf_counter() - start)
+        admin.delete_topic(topic, if_exists=True)
+        admin.delete_topic(former, if_exists=True)
 
     med = statistics.median
     rows = [
