@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+import os
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pytest
+from confluent_kafka import OFFSET_END, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from streamml.config import Settings
-from streamml.errors import ModelError
+from streamml.errors import InputError, ModelError
 from streamml.ingest.simulate import transactions
+from streamml.kafka.admin import Admin
 from streamml.models.registry import Registry
 from streamml.runtime.history import History
 from streamml.runtime.training import train_from_stream
@@ -87,9 +91,41 @@ def test_empty_result_and_unknown_label_are_model_errors(
     produce_partitioned(kafka_config, name, iris_table().slice(0, 30), 1)
     settings = Settings(bootstrap=kafka_settings.bootstrap, home=tmp_path)
     engine = SqlEngine.with_plugins()
-    with pytest.raises(ModelError, match="returned no rows"):
+    with pytest.raises(ModelError, match="kept none of the 30 records"):
         train_from_stream(settings, "classifier", name, label="species", name="iris", engine=engine,
                           sql=f"SELECT * FROM \"{name}\" WHERE species = 'nothing'")  # fmt: skip
     with pytest.raises(ModelError, match="label column 'kind'"):
         train_from_stream(settings, "classifier", name, label="kind", name="iris", engine=engine)
     assert not (tmp_path / "registry" / "iris").exists()
+
+
+def test_history_the_broker_deleted_is_named_as_such(
+    kafka_settings: Settings, kafka_config: dict, topic: Callable[..., str], tmp_path: Path
+) -> None:
+    """Records deleted under a reader (retention, delete-records) are reported as deleted, not as an empty range."""
+    name = topic(partitions=2)
+    produce_partitioned(kafka_config, name, iris_table().slice(0, 40), 2)
+    client = AdminClient({"bootstrap.servers": kafka_settings.bootstrap})
+    gone = [TopicPartition(name, p, OFFSET_END) for p in range(2)]
+    for future in client.delete_records(gone).values():
+        future.result(timeout=10)
+    settings = Settings(bootstrap=kafka_settings.bootstrap, home=tmp_path)
+    with pytest.raises(InputError) as raised:  # a raw topic: nothing to infer its columns from
+        train_from_stream(settings, "classifier", name, label="species", name="iris", engine=SqlEngine.with_plugins())
+    message = str(raised.value)
+    assert "the broker deleted them (partition 0 below offset 20, partition 1 below offset 20)" in message
+    assert "retention.ms" in message
+    with pytest.raises(InputError, match="requested range of .* holds no records"):
+        train_from_stream(settings, "classifier", name, label="species", name="iris", engine=SqlEngine.with_plugins(),
+                          from_offset=100)  # fmt: skip
+    engine = fraud_engine(name)  # a stream of the catalog: the history is read, and is empty
+    with pytest.raises(ModelError, match="the broker deleted them .partition 0 below offset 20"):
+        train_from_stream(settings, "autoencoder", "tx", label=None, name="fraud", engine=engine)
+
+
+def test_the_local_broker_keeps_replayed_history(admin: Admin, topic: Callable[..., str]) -> None:
+    """Replayed datasets carry old timestamps: a time-based retention would delete them minutes after they
+    are produced (the broker checks every 5 minutes), under a training read."""
+    if os.environ.get("STREAMML_TEST_BOOTSTRAP"):
+        pytest.skip("checks the broker the project starts")
+    assert admin.topic_config(topic(), include_defaults=True)["retention.ms"] == "-1"

@@ -50,7 +50,7 @@ transaction.state.log.num.partitions=8
 share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
-log.retention.hours=168
+log.retention.ms=-1
 log.segment.bytes=268435456
 log.cleaner.backoff.ms=1000
 """

@@ -25,7 +25,7 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -170,7 +170,7 @@ def read_history(
     with consumer:
         ranges = _plan_ranges(consumer, Admin(config, timeout_s=settings.request_timeout_s), topic, bounds)
         if stream is None:
-            stream = _infer_source(consumer, source, ranges)
+            stream = _infer_source(consumer, source, ranges, bounds)
             engine = SqlEngine(catalog=Catalog(), functions=engine.functions)
             engine.catalog.add(stream)
         sql_text = (sql or f"SELECT * FROM {_quote(stream.name)}").strip().rstrip(";").strip()
@@ -226,6 +226,18 @@ def _plan_ranges(consumer: BatchConsumer, admin: Admin, topic: str, bounds: Boun
     return {p: (starts[p], max(starts[p], ends[p])) for p in sorted(marks)}
 
 
+def why_empty(what: str, ranges: Mapping[int, tuple[int, int]], bounds: Bounds) -> tuple[str, str]:
+    """The message and hint for a planned read of no records: records the broker deleted, or bounds past them."""
+    if bounds == Bounds() and any(end > 0 for _, end in ranges.values()):
+        deleted = ", ".join(f"partition {p} below offset {start}" for p, (start, _) in sorted(ranges.items()) if start)
+        return (
+            f"{what} has no records left to read: the broker deleted them ({deleted})",
+            "records older than the topic's retention.ms are deleted; produce them again, "
+            "or raise retention.ms (-1 keeps them) before producing",
+        )
+    return f"the requested range of {what} holds no records", "check the bounds (offsets, times) against its offsets"
+
+
 def _offsets_at(consumer: BatchConsumer, topic: str, ms: int, ends: dict[int, int]) -> dict[int, int]:
     """The first offset at or after ``ms`` per partition (the partition's end when there is none)."""
     query = [TopicPartition(topic, p, ms) for p in ends]
@@ -255,11 +267,12 @@ def _stateless_plan(engine: SqlEngine, sql_text: str, stream: Source) -> QueryPl
     return plan
 
 
-def _infer_source(consumer: BatchConsumer, topic: str, ranges: dict[int, tuple[int, int]]) -> Source:
+def _infer_source(consumer: BatchConsumer, topic: str, ranges: dict[int, tuple[int, int]], bounds: Bounds) -> Source:
     """A stream over a raw topic of JSON objects, its columns inferred from the first records in range."""
     wanted = [TopicPartition(topic, p, start) for p, (start, end) in ranges.items() if end > start]
     if not wanted:
-        raise InputError(f"topic '{topic}' has no records in the requested range", hint="check the bounds")
+        message, hint = why_empty(f"topic '{topic}'", ranges, bounds)
+        raise InputError(message, hint=hint)
     consumer.raw.assign(wanted)
     sample: list[bytes | None] = []
     deadline = time.monotonic() + 10.0

@@ -19,7 +19,7 @@ from streamml.config import Settings, load_settings
 from streamml.errors import ModelError
 from streamml.models.registry import ModelVersion, Registry
 from streamml.runtime.catalog_store import catalog_engine
-from streamml.runtime.history import Bounds, History, Progress, parse_time, read_history
+from streamml.runtime.history import Bounds, History, Progress, parse_time, read_history, why_empty
 from streamml.sql import SqlEngine
 
 if TYPE_CHECKING:
@@ -85,10 +85,7 @@ def train_from_stream(
         on_history(history)
     table = history.table
     if table.num_rows == 0:
-        raise ModelError(
-            f"the query over '{source}' returned no rows in the requested range",
-            hint="check the bounds and the WHERE clause",
-        )
+        raise _no_rows(source, history, bounds)
     label = _column(table, label, "label") if label is not None else None
     resolved = _resolve_columns(table, dict(params or {}))
     return train_table(
@@ -125,3 +122,16 @@ def _resolve_columns(table: pa.Table, params: dict[str, Any]) -> dict[str, Any]:
         elif isinstance(value, list | tuple):
             params[key] = [_column(table, str(v), key) if isinstance(v, str) else v for v in value]
     return params
+
+
+
+def _no_rows(source: str, history: History, bounds: Bounds) -> ModelError:
+    """Why a history has no rows: records filtered out, an empty range, or records the broker deleted."""
+    if history.records:
+        return ModelError(
+            f"the query over '{source}' kept none of the {history.records:,} records it read",
+            hint="check the WHERE clause and the decode/evaluation failures in the log",
+        )
+    ranges = {r.partition: (r.start, r.end) for r in history.lineage.partitions}
+    message, hint = why_empty(f"'{source}'", ranges, bounds)
+    return ModelError(message, hint=hint)
