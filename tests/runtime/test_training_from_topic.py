@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -115,11 +115,11 @@ def test_history_the_broker_deleted_is_named_as_such(
     message = str(raised.value)
     assert "the broker deleted them (partition 0 below offset 20, partition 1 below offset 20)" in message
     assert "retention.ms" in message
-    with pytest.raises(InputError, match="requested range of .* holds no records"):
+    with pytest.raises(InputError, match=r"requested range of .* holds no records"):
         train_from_stream(settings, "classifier", name, label="species", name="iris", engine=SqlEngine.with_plugins(),
                           from_offset=100)  # fmt: skip
     engine = fraud_engine(name)  # a stream of the catalog: the history is read, and is empty
-    with pytest.raises(ModelError, match="the broker deleted them .partition 0 below offset 20"):
+    with pytest.raises(ModelError, match=r"the broker deleted them \(partition 0 below offset 20"):
         train_from_stream(settings, "autoencoder", "tx", label=None, name="fraud", engine=engine)
 
 

@@ -124,7 +124,6 @@ def _resolve_columns(table: pa.Table, params: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
-
 def _no_rows(source: str, history: History, bounds: Bounds) -> ModelError:
     """Why a history has no rows: records filtered out, an empty range, or records the broker deleted."""
     if history.records:
