@@ -305,7 +305,7 @@ class Analyzer:
 
     def _plan_stateless(self, query: ast.Query, text: str) -> QueryPlan:
         source, scope = self._source_scope(query.source, "")
-        compiler = ExpressionCompiler(scope, self.udfs, self.text)
+        compiler = ExpressionCompiler(scope, self.udfs, self.text, row_id=quote("__row"))
         where = self._where_sql(query, compiler)
         items = self._expand(query, scope, [(source, query.source.alias or source.name)], compiler)
         outputs = [OutputColumn(i.name, i.typed.type) for i in items]

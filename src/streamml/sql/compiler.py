@@ -14,7 +14,7 @@ from streamml.errors import SqlError
 from streamml.sql import ast
 from streamml.sql.catalog import suggest
 from streamml.sql.functions import AGGREGATES, SCALARS, AggregateFunction, Typed, literal_type, sql_string
-from streamml.sql.types import BOOLEAN, DOUBLE, STRING, SqlType, common_type, comparable, numeric_supertype
+from streamml.sql.types import BIGINT, BOOLEAN, DOUBLE, STRING, SqlType, common_type, comparable, numeric_supertype
 from streamml.sql.udf import FunctionRegistry, UserFunction
 
 
@@ -92,6 +92,8 @@ class UdfUse:
     arg_types: tuple[SqlType, ...]
     result_type: SqlType
     duckdb_name: str
+    #: the first argument is the input row id (the function may reject rows)
+    row_ids: bool = False
 
 
 class ExpressionCompiler:
@@ -105,8 +107,11 @@ class ExpressionCompiler:
         *,
         group_by: list[ast.Expr] | None = None,
         output_scope: Scope | None = None,
+        row_id: str | None = None,
     ) -> None:
         self.scope = scope
+        #: SQL of the input row id, where the query has one per output row (functions that reject rows get it)
+        self.row_id = row_id
         self.udfs = udfs
         self.where = ErrorSite(text)
         self.group_by = group_by
@@ -342,10 +347,13 @@ class ExpressionCompiler:
         except SqlError as exc:
             raise self.where.error(exc.message, e.pos, exc.hint) from None
         declared = list(user.params) if user.params is not None else arg_types
-        name = user.duckdb_name(declared, result)
-        self.udf_uses[name] = UdfUse(user, tuple(declared), result, name)
         cast_args = [
             a.sql if a.type == t else f"CAST({a.sql} AS {t.to_duckdb() if t.name != 'NULL' else 'VARCHAR'})"
             for a, t in zip(args, declared, strict=True)
         ]
+        row_ids = user.rejects and self.row_id is not None
+        if row_ids:
+            declared, cast_args = [BIGINT, *declared], [str(self.row_id), *cast_args]
+        name = user.duckdb_name(declared, result)
+        self.udf_uses[name] = UdfUse(user, tuple(declared), result, name, row_ids)
         return Typed(f"{name}({', '.join(cast_args)})", result)

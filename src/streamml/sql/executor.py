@@ -33,6 +33,7 @@ from streamml.sql.functions import MACROS
 from streamml.sql.join import StreamBuffers, TableState
 from streamml.sql.plan import AGGREGATE, STREAM_STREAM_JOIN, STREAM_TABLE_JOIN, QueryPlan
 from streamml.sql.session import SessionState
+from streamml.sql.udf import CallFailures
 
 log = logging.getLogger(__name__)
 
@@ -127,10 +128,10 @@ class QueryExecutor:
         self.con.execute("SET error_on_division_by_zero = false")
         for macro in MACROS:
             self.con.execute(macro)
-        #: stages of the user functions that raised during the current query (see ``UserFunction.register``)
-        self._failed_stages: list[str] = []
+        #: what the user functions reported during the current query (see ``UserFunction.register``)
+        self._calls = CallFailures()
         for use in plan.udfs:
-            use.function.register(self.con, list(use.arg_types), use.result_type, self._failed_stages)
+            use.function.register(self.con, list(use.arg_types), use.result_type, self._calls, row_ids=use.row_ids)
         #: per source (left, right), its columns with their Arrow types
         self._schemas = [{c.name: c.type.to_arrow() for c in source.columns} for source in plan.sources]
         self.aggregate: AggregateState | None = None
@@ -205,17 +206,23 @@ class QueryExecutor:
         failures: list[RowFailure] = []
 
         def run(lo: int, hi: int) -> None:
-            self._failed_stages.clear()
+            self._calls.clear()
             try:
-                outs.append(self._query(sql, table.slice(lo, hi - lo)))
+                out = self._query(sql, table.slice(lo, hi - lo))
             except (duckdb.Error, ArithmeticError, ValueError, TypeError) as exc:
                 if hi - lo == 1:
-                    stage = self._failed_stages[-1] if self._failed_stages else "evaluate"
+                    stage = self._calls.stages[-1] if self._calls.stages else "evaluate"
                     failures.append(RowFailure(int(table.column("__row")[lo].as_py()), _reason(exc), stage))
                     return
                 mid = (lo + hi) // 2
                 run(lo, mid)
                 run(mid, hi)
+                return
+            if self._calls.rows:  # rows a function set aside: failures, not output
+                rejected = self._calls.rows
+                failures.extend(RowFailure(row, reason, stage) for row, (reason, stage) in sorted(rejected.items()))
+                out = out.filter(pc.invert(pc.is_in(out.column("__row"), pa.array(list(rejected), pa.int64()))))
+            outs.append(out)
 
         if table.num_rows:
             run(0, table.num_rows)

@@ -12,6 +12,11 @@ DuckDB once per distinct argument signature, when a query using it is compiled. 
 functions whose result type depends on their arguments (such as a model name). Plug-ins publish functions
 through the entry-point group ``streamml.functions``: each entry point names a :class:`UserFunction` or a
 callable that takes the registry and registers its functions.
+
+A function declared with ``rejects=True`` may set rows aside instead of failing the whole call: it is
+called with a keyword ``reject(mask, reason)``, returns NULL for the rows in ``mask``, and those rows become
+failures of its stage (by row, without re-running the batch). Where the query gives no row ids (inside an
+aggregation, say) ``reject`` raises, and the executor isolates the rows by re-running parts of the batch.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import pyarrow as pa
 from streamml.errors import SqlError
 from streamml.sql.types import SqlType
 
-__all__ = ["ENTRY_POINT_GROUP", "FunctionRegistry", "UserFunction", "default_registry", "udf"]
+__all__ = ["ENTRY_POINT_GROUP", "CallFailures", "FunctionRegistry", "UserFunction", "default_registry", "udf"]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +53,19 @@ def _as_type(spec: str | SqlType) -> SqlType:
     return parse_type(spec)
 
 
+@dataclass
+class CallFailures:
+    """What the user functions of one query run reported: the stages of the functions that raised (DuckDB
+    passes a Python error on as text only) and, per input row id, the rows set aside (reason, stage)."""
+
+    stages: list[str] = field(default_factory=list)
+    rows: dict[int, tuple[str, str]] = field(default_factory=dict)
+
+    def clear(self) -> None:
+        self.stages.clear()
+        self.rows.clear()
+
+
 @dataclass(frozen=True)
 class UserFunction:
     """A vectorised Python function callable from SQL."""
@@ -62,6 +80,8 @@ class UserFunction:
     expand: Callable[[list[Any]], list[str]] | None = None
     #: the runtime stage a row failing in this function is charged to (its error policy applies)
     stage: str = "evaluate"
+    #: called with ``reject=(mask, reason)`` to set rows aside (see the module docstring)
+    rejects: bool = False
 
     def result_type(self, arg_types: list[SqlType], constants: list[Any]) -> SqlType:
         """The SQL type of a call with these argument types (and literal values, where constant)."""
@@ -82,26 +102,45 @@ class UserFunction:
         ).hexdigest()[:10]
         return f"udf_{self.name.lower()}_{len(arg_types)}_{digest}"
 
-    def register(self, con: Any, arg_types: list[SqlType], result: SqlType, failed: list[str] | None = None) -> str:
+    def register(
+        self,
+        con: Any,
+        arg_types: list[SqlType],
+        result: SqlType,
+        failures: CallFailures | None = None,
+        *,
+        row_ids: bool = False,
+    ) -> str:
         """Register this function with DuckDB for one argument signature; returns the DuckDB name.
 
-        DuckDB passes a Python function's error on as text only: each call that raises appends this
-        function's ``stage`` to ``failed``, so the caller can tell which stage a failed row belongs to.
+        Each call that raises appends this function's ``stage`` to ``failures.stages``. With ``row_ids`` the
+        first argument is the input row id (not passed on): rows the function rejects are recorded by id in
+        ``failures.rows``.
         """
-        name = self.duckdb_name(arg_types, result)
-        declared = list(self.params) if self.params is not None else arg_types
+        declared = list(arg_types) if row_ids or self.params is None else list(self.params)
+        name = self.duckdb_name(declared, result)
         sql_types = [con.dtype(t.to_duckdb() if t.name != "NULL" else "VARCHAR") for t in declared]
         arrow_type = result.to_arrow()
-        func = self.func
-
-        stage = self.stage
+        func, stage, rejects = self.func, self.stage, self.rejects
 
         def call(*arrays: Any) -> pa.Array:
+            args = [a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a for a in arrays]
+            ids = args.pop(0) if row_ids else None
+            kwargs: dict[str, Any] = {}
+            if rejects:
+
+                def reject(mask: np.ndarray, reason: str) -> None:
+                    if ids is None or failures is None:
+                        raise ValueError(reason)
+                    rows = np.asarray(ids, np.int64)[np.asarray(mask, bool)].tolist()
+                    failures.rows.update({row: failures.rows.get(row, (reason, stage)) for row in rows})
+
+                kwargs["reject"] = reject
             try:
-                out = func(*(a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a for a in arrays))
+                out = func(*args, **kwargs)
             except Exception:
-                if failed is not None:
-                    failed.append(stage)
+                if failures is not None:
+                    failures.stages.append(stage)
                 raise
             if isinstance(out, pa.ChunkedArray):
                 out = out.combine_chunks()
