@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from streamml.config import Settings
 from streamml.errors import ModelError, StreamMLError
@@ -34,6 +35,9 @@ log = logging.getLogger(__name__)
 
 #: every PREDICT error message starts with this, naming the model reference
 FAILURE_PREFIX = "PREDICT("
+
+#: ``reject(mask, reason)``: sets the rows in ``mask`` aside as failures of the predict stage
+Reject = Callable[[np.ndarray, str], None]
 
 #: fields PREDICT adds to every model's own output fields, so each output value names its scorer
 PROVENANCE = (("model", "VARCHAR"), ("version", "INTEGER"))
@@ -132,17 +136,27 @@ class ModelProvider:
         with self._lock:
             return sorted(self._cache)
 
-    def predict(self, ref: str, columns: list[pa.Array]) -> pa.StructArray:
-        """Score one batch with the version pinned for ``ref`` in this thread."""
+    def predict(self, ref: str, columns: list[pa.Array], reject: Reject | None = None) -> pa.StructArray:
+        """Score one batch with the version pinned for ``ref`` in this thread.
+
+        Rows with a NULL or NaN feature are not scored: they are handed to ``reject`` (and come out NULL), or,
+        without ``reject``, fail the call.
+        """
         pinned: dict[str, Served] = getattr(self._local, "pinned", {})
         served = pinned.get(ref) or self.serve(ref)
         width = served.width
         if width is not None and len(columns) != width:
             raise ModelError(f"{FAILURE_PREFIX}'{ref}'): {served.label} reads {width} features, got {len(columns)}")
-        for i, column in enumerate(columns):
-            missing = _missing(column)
-            if missing:
-                raise ModelError(f"{FAILURE_PREFIX}'{ref}'): feature {i + 1} is NULL or NaN in {missing} rows")
+        valid = _complete(ref, columns, reject)
+        if valid is None:
+            return self._score(ref, served, columns)
+        if not valid.any():
+            return pa.nulls(len(valid), served.arrow_type)
+        kept = pa.array(valid)
+        scored = self._score(ref, served, [column.filter(kept) for column in columns])
+        return scored.take(pa.array(np.cumsum(valid) - 1, mask=~valid))  # NULL where rejected
+
+    def _score(self, ref: str, served: Served, columns: list[pa.Array]) -> pa.StructArray:
         started = time.perf_counter()
         try:
             raw = served.model.predict(columns)
@@ -205,9 +219,9 @@ class ModelProvider:
                 raise ModelError("PREDICT needs the model as a string literal first: PREDICT('fraud', col, ...)")
             return parse_type(self.serve(constants[0]).sql_type)
 
-        def predict(model: pa.Array, *columns: pa.Array) -> pa.StructArray:
+        def predict(model: pa.Array, *columns: pa.Array, reject: Reject) -> pa.StructArray:
             ref = model[0].as_py() if len(model) else ""
-            return self.predict(str(ref), list(columns))
+            return self.predict(str(ref), list(columns), reject)
 
         def features(constants: list[Any]) -> list[str]:
             served = self.serve(str(constants[0]))
@@ -223,6 +237,7 @@ class ModelProvider:
             description="PREDICT('model'[, col, ...]): score with a registered model version",
             expand=features,
             stage="predict",
+            rejects=True,
         )
 
     def install(self, engine: SqlEngine) -> None:
@@ -234,13 +249,26 @@ def _arrow_type(sql_type: str) -> pa.StructType:
     return parse_type(sql_type).to_arrow()
 
 
-def _missing(column: pa.Array) -> int:
-    """Rows where a feature is NULL, or NaN for floating point (vectorised)."""
-    missing = column.null_count
-    if pa.types.is_floating(column.type):
-        values = column.to_numpy(zero_copy_only=False)  # nulls become NaN: count them once
-        missing = int(np.count_nonzero(np.isnan(values)))
-    return missing
+def _complete(ref: str, columns: list[pa.Array], reject: Reject | None) -> np.ndarray | None:
+    """Which rows have every feature (not NULL, not NaN), vectorised; None when all of them do.
+
+    The others are handed to ``reject`` with the first missing feature as the reason (without ``reject``,
+    a ``ModelError`` names the first such feature).
+    """
+    valid: np.ndarray | None = None
+    for i, column in enumerate(columns):
+        if not column.null_count and not pa.types.is_floating(column.type):
+            continue
+        present = ~np.asarray(pc.is_null(column, nan_is_null=True).to_numpy(zero_copy_only=False), bool)
+        if present.all():
+            continue
+        missing = ~present if valid is None else valid & ~present
+        message = f"{FAILURE_PREFIX}'{ref}'): feature {i + 1} is NULL or NaN"
+        if reject is None:
+            raise ModelError(f"{message} in {int((~present).sum())} rows")
+        reject(missing, message)
+        valid = present if valid is None else valid & present
+    return valid
 
 
 def _moves(ref: str, event: ModelEvent) -> bool:
