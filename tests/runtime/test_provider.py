@@ -39,3 +39,40 @@ def test_a_version_no_longer_in_force_is_unloaded(registry: Registry) -> None:
     provider2.at_batch_boundary()
     assert provider2.loaded == ["m:1"]
     registry.promote("m", 1)
+
+
+def test_rows_with_missing_features_are_set_aside_not_bisected(registry: Registry) -> None:
+    """A NULL or NaN feature makes that row a predict-stage failure; the batch is scored once per DuckDB
+    chunk, not re-run in halves (which took ~28 runs for one bad row in 10,000)."""
+    from streamml.sql import SqlEngine
+
+    provider = ModelProvider(registry)
+    engine = SqlEngine.with_plugins()
+    provider.install(engine)
+    engine.execute(
+        "CREATE STREAM s (id INT, V1 DOUBLE, V2 DOUBLE, V3 DOUBLE) WITH (KAFKA_TOPIC='s', VALUE_FORMAT='JSON');"
+    )
+    n = 10_000
+    data = transactions(n, seed=5).select(FEATURES).to_pydict()
+    data["V2"][17] = None
+    data["V3"][4_321] = float("nan")
+    data["V1"][9_999] = None
+    batch = pa.table({"id": list(range(n)), **data})
+    calls: list[int] = []
+    model = provider.serve("m").model
+    score = model.predict
+    model.predict = lambda inputs: calls.append(len(inputs[0])) or score(inputs)  # type: ignore[method-assign]
+    executor = engine.plan("SELECT id, PREDICT('m', V1, V2, V3) AS p FROM s WHERE id >= 0;").executor()
+    out = executor.execute(batch)
+    assert sum(calls) == n - 3 and len(calls) <= 5  # every complete row scored once, in DuckDB's chunks
+    assert [(f.index, f.stage) for f in out.failures] == [(17, "predict"), (4_321, "predict"), (9_999, "predict")]
+    assert "feature 2 is NULL or NaN" in out.failures[0].reason and "feature 3" in out.failures[1].reason
+    assert out.table.num_rows == n - 3 and out.counters["failed"] == 3
+    ids = out.table.column("ID").to_pylist()
+    assert 17 not in ids and 4_321 not in ids and ids[:3] == [0, 1, 2]
+    assert out.table.column("P").null_count == 0
+    aggregated = engine.plan(
+        "SELECT id, COUNT(*) AS n, MAX(PREDICT('m', V1, V2, V3)->score) AS top FROM s GROUP BY id;"
+    )
+    result = aggregated.executor().execute(batch.slice(15, 4))  # no row ids inside GROUP BY: rows isolated by re-runs
+    assert [(f.index, f.stage) for f in result.failures] == [(2, "predict")]
