@@ -305,7 +305,9 @@ class Analyzer:
 
     def _plan_stateless(self, query: ast.Query, text: str) -> QueryPlan:
         source, scope = self._source_scope(query.source, "")
-        compiler = ExpressionCompiler(scope, self.udfs, self.text, row_id=quote("__row"))
+        compiler = ExpressionCompiler(
+            scope, self.udfs, self.text, row_id=quote("__row"), aliases=self.catalog.functions
+        )
         where = self._where_sql(query, compiler)
         items = self._expand(query, scope, [(source, query.source.alias or source.name)], compiler)
         outputs = [OutputColumn(i.name, i.typed.type) for i in items]
@@ -383,20 +385,31 @@ class Analyzer:
             extra.append(
                 "(" + " + ".join(f"CAST({c} AS INTEGER)" for c in compiler.cast_checks) + ") AS __cast_failures"
             )
-        sql = f"SELECT {', '.join(select + extra)} FROM {relation}"
+        columns = ", ".join(select + extra)
+        repeated = sorted({c for c in compiler.udf_calls if compiler.udf_calls.count(c) > 1}, key=len, reverse=True)
+        if repeated and not prefix:  # a user function called twice (SELECT and WHERE) is computed once per row
+            computed = ", ".join(f"{call} AS {quote(f'__u{i}')}" for i, call in enumerate(repeated))
+            for i, call in enumerate(repeated):
+                columns = columns.replace(call, quote(f"__u{i}"))
+                where = where.replace(call, quote(f"__u{i}")) if where else where
+            relation = (
+                f"(WITH __computed AS MATERIALIZED (SELECT *, {computed} FROM {relation}) SELECT * FROM __computed)"
+            )
+        sql = f"SELECT {columns} FROM {relation}"
         return sql + (f" WHERE {where}" if where else "")
 
     def _plan_aggregate(self, query: ast.Query, text: str) -> QueryPlan:
         source, scope = self._source_scope(query.source, "")
-        plain = ExpressionCompiler(scope, self.udfs, self.text)
+        plain = ExpressionCompiler(scope, self.udfs, self.text, aliases=self.catalog.functions)
         where = self._where_sql(query, plain)
         output_scope = Scope()
         if query.window is not None:
             for name, t in WINDOW_COLUMNS.items():
                 output_scope.add(ScopeColumn(name, t, quote(name)))
         compiler = ExpressionCompiler(
-            scope, self.udfs, self.text, group_by=list(query.group_by), output_scope=output_scope
-        )
+            scope, self.udfs, self.text, group_by=list(query.group_by), output_scope=output_scope,
+            aliases=self.catalog.functions,
+        )  # fmt: skip
         for key_expr, key in zip(query.group_by, compiler.group_keys, strict=True):
             if key.type.name in ("ARRAY", "MAP", "STRUCT"):
                 raise self._err(f"cannot GROUP BY a {key.type.name} value", key_expr.pos)

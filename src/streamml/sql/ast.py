@@ -254,6 +254,23 @@ class DropSource(Statement):
 
 
 @dataclass(kw_only=True)
+class CreateFunction(Statement):
+    """``CREATE FUNCTION name AS f('constant', ...)[->field...]``: ``name(args)`` calls ``f`` with the constants
+    followed by ``args`` (a model as a named function: ``CREATE FUNCTION anomaly AS PREDICT('sensor-ae')->score``)."""
+
+    name: str
+    body: Expr
+    or_replace: bool = False
+    if_not_exists: bool = False
+
+
+@dataclass(kw_only=True)
+class DropFunction(Statement):
+    name: str
+    if_exists: bool = False
+
+
+@dataclass(kw_only=True)
 class Show(Statement):
     """``SHOW|LIST STREAMS|TABLES|QUERIES|TOPICS|FUNCTIONS``."""
 

@@ -135,11 +135,35 @@ class Source:
         return Source(columns=columns, **fields)
 
 
+@dataclass(frozen=True)
+class FunctionAlias:
+    """A named function defined in SQL: ``name(args)`` is ``target(*constants, *args)`` then ``->field`` for
+    each of ``fields`` (``CREATE FUNCTION anomaly AS PREDICT('sensor-ae')->score``)."""
+
+    name: str
+    target: str
+    constants: tuple[Any, ...] = ()
+    fields: tuple[str, ...] = ()
+    statement: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "target": self.target, "constants": list(self.constants),
+                "fields": list(self.fields), "statement": self.statement}  # fmt: skip
+
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> FunctionAlias:
+        return FunctionAlias(
+            data["name"], data["target"], tuple(data.get("constants", ())), tuple(data.get("fields", ())),
+            data.get("statement", ""),
+        )  # fmt: skip
+
+
 @dataclass
 class Catalog:
-    """Streams and tables by name."""
+    """Streams and tables by name, and the functions defined in SQL."""
 
     sources: dict[str, Source] = field(default_factory=dict)
+    functions: dict[str, FunctionAlias] = field(default_factory=dict)
 
     def add(self, source: Source, *, replace_existing: bool = False) -> None:
         existing = self.find(source.name)
@@ -184,7 +208,10 @@ class Catalog:
 
     def to_json(self) -> str:
         """Serialise (stable key order) for storage in a compacted topic."""
-        return json.dumps({"version": 1, "sources": [s.to_dict() for s in self.sources.values()]}, sort_keys=True)
+        data: dict[str, Any] = {"version": 1, "sources": [s.to_dict() for s in self.sources.values()]}
+        if self.functions:
+            data["functions"] = [f.to_dict() for f in self.functions.values()]
+        return json.dumps(data, sort_keys=True)
 
     @staticmethod
     def from_json(text: str | bytes) -> Catalog:
@@ -192,7 +219,10 @@ class Catalog:
         catalog = Catalog()
         for item in data.get("sources", []):
             catalog.add(Source.from_dict(item))
+        for item in data.get("functions", []):
+            alias = FunctionAlias.from_dict(item)
+            catalog.functions[alias.name.upper()] = alias
         return catalog
 
     def copy(self) -> Catalog:
-        return Catalog({k: replace(v) for k, v in self.sources.items()})
+        return Catalog({k: replace(v) for k, v in self.sources.items()}, dict(self.functions))

@@ -7,12 +7,13 @@ columns of the aggregation result (``__key0``, ``__agg0``, ...).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from streamml.errors import SqlError
 from streamml.sql import ast
-from streamml.sql.catalog import suggest
+from streamml.sql.catalog import FunctionAlias, suggest
 from streamml.sql.functions import AGGREGATES, SCALARS, AggregateFunction, Typed, literal_type, sql_string
 from streamml.sql.types import BIGINT, BOOLEAN, DOUBLE, STRING, SqlType, common_type, comparable, numeric_supertype
 from streamml.sql.udf import FunctionRegistry, UserFunction
@@ -108,8 +109,13 @@ class ExpressionCompiler:
         group_by: list[ast.Expr] | None = None,
         output_scope: Scope | None = None,
         row_id: str | None = None,
+        aliases: Mapping[str, FunctionAlias] | None = None,
     ) -> None:
         self.scope = scope
+        #: functions defined in SQL (``CREATE FUNCTION``), by upper-case name
+        self.aliases = aliases or {}
+        #: the SQL of every user function call compiled, in order (a repeated call is computed once per batch)
+        self.udf_calls: list[str] = []
         #: SQL of the input row id, where the query has one per output row (functions that reject rows get it)
         self.row_id = row_id
         self.udfs = udfs
@@ -316,6 +322,13 @@ class ExpressionCompiler:
         raise self.where.error(f"'[...]' needs an ARRAY or MAP, got {base.type}", e.pos)
 
     def _functioncall(self, e: ast.FunctionCall, sub: Any) -> Typed:
+        alias = self.aliases.get(e.name.upper())
+        if alias is not None and e.name not in SCALARS and self.udfs.get(e.name) is None:
+            constants = tuple(ast.Literal(value=c, kind=_literal_kind(c), pos=e.pos) for c in alias.constants)
+            body: ast.Expr = ast.FunctionCall(name=alias.target, args=(*constants, *e.args), pos=e.pos)
+            for name in alias.fields:
+                body = ast.Dereference(base=body, field=name, pos=e.pos)
+            return sub(body)
         if e.name in AGGREGATES:
             raise self.where.error(f"aggregate function {e.name} is only allowed with GROUP BY", e.pos)
         user = self.udfs.get(e.name)
@@ -356,4 +369,17 @@ class ExpressionCompiler:
             declared, cast_args = [BIGINT, *declared], [str(self.row_id), *cast_args]
         name = user.duckdb_name(declared, result)
         self.udf_uses[name] = UdfUse(user, tuple(declared), result, name, row_ids)
-        return Typed(f"{name}({', '.join(cast_args)})", result)
+        call = f"{name}({', '.join(cast_args)})"
+        self.udf_calls.append(call)
+        return Typed(call, result)
+
+
+def _literal_kind(value: Any) -> str:
+    """The parser's literal kind of a stored constant."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer" if -(2**31) <= value < 2**31 else "bigint"
+    return "double" if isinstance(value, float) else "string"

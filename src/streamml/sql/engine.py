@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from streamml.errors import SqlError
 from streamml.sql import ast
 from streamml.sql.analyzer import Analyzer
-from streamml.sql.catalog import Catalog, Source, suggest
+from streamml.sql.catalog import Catalog, FunctionAlias, Source, suggest
 from streamml.sql.functions import AGGREGATES, SCALARS, describe_function
 from streamml.sql.parser import parse
 from streamml.sql.plan import QueryPlan
@@ -107,12 +107,24 @@ class SqlEngine:
             return StatementResult(stmt, "QUERY", "transient query", plan=plan)
         if isinstance(stmt, ast.DropSource):
             return self._drop(stmt, text)
+        if isinstance(stmt, ast.CreateFunction):
+            return self._create_function(stmt, text)
+        if isinstance(stmt, ast.DropFunction):
+            if self.catalog.functions.pop(stmt.name.upper(), None) is None and not stmt.if_exists:
+                raise SqlError(
+                    f"unknown function '{stmt.name}'", line=stmt.pos.line, column=stmt.pos.column, statement=text,
+                    hint=suggest(stmt.name, list(self.catalog.functions)),
+                )  # fmt: skip
+            return StatementResult(stmt, "DROPPED", f"Function {stmt.name} dropped")
         if isinstance(stmt, ast.Show):
             return StatementResult(stmt, "TEXT", self._show(stmt.what))
         if isinstance(stmt, ast.Describe):
             source = self.catalog.get(stmt.name, line=stmt.pos.line, column=stmt.pos.column, statement=text)
             return StatementResult(stmt, "TEXT", source.describe(stmt.extended), source=source)
         if isinstance(stmt, ast.DescribeFunction):
+            alias = self.catalog.functions.get(stmt.name.upper())
+            if alias is not None:
+                return StatementResult(stmt, "TEXT", f"{alias.name} (defined in SQL): {alias.statement}")
             try:
                 return StatementResult(stmt, "TEXT", describe_function(stmt.name))
             except SqlError:
@@ -174,6 +186,37 @@ class SqlEngine:
         self.catalog.drop(source.name)
         return StatementResult(stmt, "DROPPED", f"{source.kind.title()} {source.name} dropped", source=source)
 
+    def _create_function(self, stmt: ast.CreateFunction, text: str) -> StatementResult:
+        """Define ``name(args)`` as a user function called with constants first, then ``->field``s."""
+        name = stmt.name.upper()
+
+        def refuse(message: str, hint: str | None = None) -> SqlError:
+            return SqlError(message, line=stmt.pos.line, column=stmt.pos.column, statement=text, hint=hint)
+
+        if name in self.catalog.functions:
+            if stmt.if_not_exists:
+                return StatementResult(stmt, "CREATED", f"{stmt.name} already exists")
+            if not stmt.or_replace:
+                raise refuse(f"function '{stmt.name}' already exists", "use CREATE OR REPLACE FUNCTION")
+        if name in SCALARS or name in AGGREGATES or self.functions.get(name) is not None:
+            raise refuse(f"'{stmt.name}' is a built-in or registered function", "choose another name")
+        body, fields = stmt.body, list[str]()
+        while isinstance(body, ast.Dereference):
+            fields.insert(0, body.field)
+            body = body.base
+        target = self.functions.get(body.name) if isinstance(body, ast.FunctionCall) else None
+        if not isinstance(body, ast.FunctionCall) or target is None:
+            raise refuse(
+                "CREATE FUNCTION takes a call of a user function with constant arguments, optionally followed "
+                "by ->field", "for example: CREATE FUNCTION anomaly AS PREDICT('sensor-ae')->score",
+            )  # fmt: skip
+        if not all(isinstance(a, ast.Literal) for a in body.args):
+            raise refuse(f"the arguments of {body.name} in a function definition must be constants")
+        constants = tuple(a.value for a in body.args if isinstance(a, ast.Literal))
+        statement = (stmt.text or text).strip().rstrip(";")
+        self.catalog.functions[name] = FunctionAlias(stmt.name, target.name, constants, tuple(fields), statement)
+        return StatementResult(stmt, "CREATED", f"Function {stmt.name} created")
+
     def _query_id(self, stmt: ast.Statement, query_id: str, text: str) -> str:
         """The registered id matching ``query_id`` case-insensitively, or an error naming the closest one."""
         key = next((q for q in self.queries if q.upper() == query_id.upper()), None)
@@ -210,4 +253,5 @@ class SqlEngine:
             return "\n".join(sorted({s.topic for s in self.catalog.sources.values()}))
         names = [(n, "SCALAR") for n in SCALARS] + [(n, "AGGREGATE") for n in AGGREGATES]
         names += [(n, "USER") for n in self.functions.names()]
+        names += [(n, "SQL") for n in self.catalog.functions]
         return "\n".join(f"{n} | {k}" for n, k in sorted(names))

@@ -33,7 +33,7 @@ def plan_join(self: Analyzer, query: ast.Query, text: str) -> QueryPlan:
     if left.kind == TABLE:
         raise self._err("the left side of a join must be a stream", query.source.pos)
     scope = Scope(lscope.columns + rscope.columns)
-    compiler = ExpressionCompiler(scope, self.udfs, self.text)
+    compiler = ExpressionCompiler(scope, self.udfs, self.text, aliases=self.catalog.functions)
     if join.kind == "FULL":
         raise self._err("FULL OUTER joins are not supported yet", join.pos)
     kind = STREAM_TABLE_JOIN if right.kind == TABLE else STREAM_STREAM_JOIN

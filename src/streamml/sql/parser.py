@@ -516,6 +516,14 @@ class _Builder(Transformer):
             kind=kind, name=str(name), query=rest[-1], properties=props, or_replace=replace, if_not_exists=if_not
         )
 
+    def create_function(
+        self, _c: Token, replace: bool, _f: Token, if_not: bool, name: _Ident, _as: Token, body: ast.Expr
+    ) -> ast.Statement:
+        return ast.CreateFunction(name=str(name), body=body, or_replace=replace, if_not_exists=if_not)
+
+    def drop_function(self, _d: Token, _f: Token, if_exists: bool, name: _Ident) -> ast.Statement:
+        return ast.DropFunction(name=str(name), if_exists=if_exists)
+
     def insert_into(self, _i: Token, _into: Token, name: _Ident, query: ast.Query) -> ast.Statement:
         return ast.InsertInto(target=str(name), query=query)
 
