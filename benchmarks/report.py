@@ -73,3 +73,32 @@ def write_section(name: str, title: str, body: str, command: str) -> None:
         text = text.rstrip() + "\n\n" + section + "\n"
     DOC.parent.mkdir(parents=True, exist_ok=True)
     DOC.write_text(text)
+
+
+def replace_rows(name: str, rows: Sequence[Sequence[str]], stages: str, command: str) -> None:
+    """In section ``name`` of docs/benchmarks.md, replace the table rows whose first cell matches one of
+    ``rows``, and the stage table (the table after them whose header starts ``| stage``), leaving the rest of
+    the section as it is; a note under the stage table says when and how those rows were measured."""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    text = DOC.read_text()
+    if start not in text or end not in text:
+        raise SystemExit(f"{DOC} has no section '{name}': run the whole benchmark once first")
+    before, rest = text.split(start, 1)
+    section, after = rest.split(end, 1)
+    by_label = {str(row[0]): "| " + " | ".join(str(c) for c in row) + " |" for row in rows}
+    lines = [by_label.get(line.split("|")[1].strip(), line) if line.startswith("| ") else line
+             for line in section.split("\n")]  # fmt: skip
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    note = f"Latency rows and stage table measured {stamp} with `{command.strip()}`."
+    block = stages + "\n\n" + note
+    body = "\n".join(lines)
+    if "| stage" in body:  # the stage table and its note, up to the next blank line after the note
+        head, tail = body.split("| stage", 1)
+        tail = tail.split("\n\n", 1)[1] if "\n\n" in tail else ""
+        if tail.startswith("Latency rows and stage table measured"):
+            tail = tail.split("\n\n", 1)[1] if "\n\n" in tail else ""
+        body = head + block + "\n\n" + tail
+    else:  # after the pipeline table
+        head, tail = body.split("\n\n| target", 1) if "\n\n| target" in body else (body, "")
+        body = head + "\n\n" + block + ("\n\n| target" + tail if tail else "")
+    DOC.write_text(before + start + body + end + after)

@@ -17,7 +17,9 @@ from streamml.kafka import Admin, BatchConsumer, Producer
 from streamml.models.registry import Registry
 from streamml.models.training import train_table
 from streamml.runtime.deadletter import header_dict
+from streamml.runtime.metrics import STAGES
 from streamml.runtime.naming import MODELS_TOPIC, dead_letter_topic
+from streamml.runtime.observe import RunnerCollector
 from streamml.runtime.session import Session, wait_for
 from tests.runtime.conftest import running
 
@@ -93,9 +95,23 @@ def test_predict_scores_every_record_with_provenance(
         producer.produce_batch(source, tx_values(3000, seed=5), [str(i).encode() for i in range(3000)])
     setup_pipeline(scoring, source, sink)
     scoring.execute("CREATE STREAM alerts AS SELECT * FROM scored WHERE p->is_anomaly;")
-    with running(scoring):
+    with running(scoring) as runner:
         assert wait_for(lambda: len(read(kafka_config, sink)) >= 3000, 90)
         out = read(kafka_config, sink)
+        scorer = next(m for m in runner.status() if m.records_out >= 3000)
+    # every stage of the loop was timed, per batch, and is in the status snapshot and the Prometheus export
+    stages = scorer.snapshot()["stages"]
+    assert set(STAGES) <= set(stages), stages
+    assert all(stages[s]["count"] > 0 and stages[s]["p99_ms"] is not None for s in STAGES), stages
+    assert stages["predict"]["count"] <= scorer.batches
+    exported = {
+        sample.labels["stage"]
+        for family in RunnerCollector(lambda: [scorer]).collect()
+        if family.name == "streamml_stage_seconds"
+        for sample in family.samples
+        if sample.name.endswith("_count") and sample.value > 0
+    }
+    assert exported == set(stages)
     values = [orjson.loads(v) for _, _, v, _ in out if v]
     assert sorted(v["ID"] for v in values) == list(range(3000))
     assert all(v["P"]["MODEL"] == "fraud" and v["P"]["VERSION"] == 1 for v in values), values[0]

@@ -3,7 +3,8 @@
 Protocol on stdin/stdout, so the parent can start every worker, wait until each is set up, and start them
 together: the worker prints ``READY``, waits for ``GO``, processes until it has done ``stop_after``
 records (when given) or reads ``STOP``, and prints ``RESULT {json}`` with the wall time of its first input
-record, the CPU seconds it spent from then on, and its peak RSS.
+record, the CPU seconds it spent from then on, its peak RSS, and the time its batches spent in each stage
+of the loop (after ``warmup_s`` seconds of input, when given).
 """
 
 from __future__ import annotations
@@ -24,15 +25,22 @@ log = logging.getLogger(__name__)
 class Clock:
     """Marks the first input record (wall time and CPU so far) and counts records."""
 
-    def __init__(self) -> None:
+    def __init__(self, warmup_s: float | None = None) -> None:
         self.first: float | None = None
         self.cpu_at_first = 0.0
         self.records = 0
+        self.warmup_s = warmup_s
+        #: called once, from the thread that marks, when the warm-up is over
+        self.on_warm: Callable[[], None] | None = None
 
     def mark(self, records: int = 1) -> None:
         if self.first is None:
             self.first = time.time()
             self.cpu_at_first = cpu_seconds()
+        elif self.warmup_s is not None and time.time() - self.first >= self.warmup_s:
+            self.warmup_s = None
+            if self.on_warm is not None:
+                self.on_warm()
         self.records += records
 
     def result(self, **extra: Any) -> dict[str, Any]:
@@ -65,9 +73,19 @@ def _settings(spec: dict[str, Any]) -> Any:
 
 def passthrough(spec: dict[str, Any], clock: Clock, go: threading.Event, stop: threading.Event) -> dict[str, Any]:
     """Consume -> produce the same bytes, one exactly-once transaction per batch: no decode, no SQL."""
+    import numpy as np
+
     from streamml.kafka import BatchConsumer, Producer, TransactionalProducer, client_config
+    from streamml.runtime.metrics import StageTimes
 
     config = client_config(_settings(spec))
+    times = StageTimes()
+
+    def warm() -> None:
+        nonlocal times
+        times = StageTimes()
+
+    clock.on_warm = warm
     out, limit = spec["output"], spec.get("stop_after")
     txn_id = f"{spec['group']}-{spec['worker']}"
     consumer = BatchConsumer(config, [spec["input"]], group_id=spec["group"], isolation="read_committed")
@@ -76,21 +94,32 @@ def passthrough(spec: dict[str, Any], clock: Clock, go: threading.Event, stop: t
     _ready(go)
     try:
         while not stop.is_set() and (limit is None or clock.records < limit):
+            started = time.perf_counter()
             batch = consumer.poll_batch(spec["max_batch"], spec["max_wait_ms"] / 1000)
             if not len(batch):
                 continue
+            closed = time.perf_counter()
+            times.add("poll", (closed - started) * 1000)
+            times.add("queued", max(0.0, time.time() * 1000 - float(np.min(batch.timestamps))))
             clock.mark(len(batch))
             if isinstance(producer, TransactionalProducer):
                 with producer.transaction(consumer, batch.next_offsets()):
-                    producer.produce_batch(out, batch.values, batch.keys)
+                    with times.time("produce"):
+                        producer.produce_batch(out, batch.values, batch.keys)
+                    produced = time.perf_counter()
             else:
-                producer.produce_batch(out, batch.values, batch.keys)
+                with times.time("produce"):
+                    producer.produce_batch(out, batch.values, batch.keys)
+                produced = time.perf_counter()
                 producer.flush()
                 consumer.commit(batch.next_offsets())
+            done = time.perf_counter()
+            times.add("commit", (done - produced) * 1000)
+            times.add("batch", (done - closed) * 1000)
     finally:
         producer.close()
         consumer.close()
-    return clock.result()
+    return clock.result(stages=times.snapshot())
 
 
 def per_message(spec: dict[str, Any], clock: Clock, go: threading.Event, stop: threading.Event) -> dict[str, Any]:
@@ -143,11 +172,25 @@ def runner(spec: dict[str, Any], clock: Clock, go: threading.Event, stop: thread
         max_wait_ms=spec["max_wait_ms"],
         guarantee=Guarantee.EXACTLY_ONCE if spec.get("exactly_once", True) else Guarantee.AT_LEAST_ONCE,
     )
+    from streamml.runtime.metrics import StageTimes
+
     _mark_input_batches(BatchConsumer, spec["input"], clock)
     run = Runner(_settings(spec), options, only=spec["queries"], refresh_s=0.5)
+    queries = []
+
+    def warm() -> None:  # on the query's own thread (it marks the clock), so no batch is half counted
+        for metrics in run.status():
+            metrics.stages = StageTimes()
+
+    def shutdown(*args: Any, **kwargs: Any) -> None:
+        queries.extend(run.status())  # the runner forgets its queries when it shuts down
+        stop_all(*args, **kwargs)
+
+    clock.on_warm = warm
+    stop_all, run.shutdown = run.shutdown, shutdown  # type: ignore[method-assign]
     _ready(go)
     run.run(stop)
-    return clock.result()
+    return clock.result(stages=queries[0].stages.snapshot() if len(queries) == 1 else {})
 
 
 def _mark_input_batches(cls: Any, topic: str, clock: Clock) -> None:
@@ -183,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     go, stop = threading.Event(), threading.Event()
     threading.Thread(target=_control, args=(go, stop), daemon=True).start()
     try:
-        result = KINDS[spec["kind"]](spec, Clock(), go, stop)
+        result = KINDS[spec["kind"]](spec, Clock(spec.get("warmup_s")), go, stop)
     except Exception as exc:  # reported to the parent, which marks the scenario FAILED
         log.exception("benchmark worker failed")
         result = {"error": f"{type(exc).__name__}: {exc}"}

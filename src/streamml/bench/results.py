@@ -6,6 +6,7 @@ import resource
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 
 def cpu_seconds() -> float:
@@ -55,6 +56,8 @@ class ScenarioResult:
     error: str | None = None
     skipped: bool = False
     notes: dict[str, str] = field(default_factory=dict)
+    #: per stage of the worker loop, what its batches spent there (``StageTimes.snapshot()`` of the worker)
+    stages: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -117,6 +120,15 @@ class Summary:
     @property
     def p99_ms(self) -> float | None:
         return self._median([r.p99_ms for r in self.rounds])
+
+    @property
+    def stages(self) -> list[str]:
+        """The stages any round timed, in the order the first round that timed them lists them."""
+        return list(dict.fromkeys(stage for r in self.rounds for stage in r.stages))
+
+    def stage_ms(self, stage: str, statistic: str) -> float | None:
+        """The median over rounds of ``statistic`` (``p50_ms``, ``p99_ms``, ``mean_ms``) of ``stage``."""
+        return self._median([r.stages.get(stage, {}).get(statistic) for r in self.rounds])
 
     def ratio(self, other: Summary | None) -> float | None:
         """This scenario's records/s over ``other``'s, when both have a number."""

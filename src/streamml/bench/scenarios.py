@@ -475,6 +475,7 @@ def latency(
             "max_batch": bench.max_batch,
             "max_wait_ms": max_wait_ms,
             "exactly_once": exactly_once,
+            "warmup_s": warmup_s,
         }
         if passthrough:
             bench.admin.create_topic(output, partitions=data.PARTITIONS)
@@ -504,6 +505,7 @@ def latency(
             result.error = report["error"]
             return result
         result.seconds, result.cpu_s, result.peak_rss_mib = seconds, report["cpu_s"], report["peak_rss_mib"]
+        result.stages = report.get("stages") or {}
         steady = (seen_ms >= 0) & (np.arange(n) >= int(rate * warmup_s))
         lat = (seen_ms - sent_ms)[steady].astype(float)
         if len(lat):

@@ -131,10 +131,11 @@ def run_suite(settings: Settings, options: SuiteOptions, progress: Callable[[str
     keys = _selected(options)
     results: dict[str, list[ScenarioResult]] = {k: [] for k in keys}
     n, m = options.records, options.loop_records
-    note(f"writing {n:,} input records")
     table = data.input_table(n)
     source, loop_source = bench.name("in"), bench.name("loop-in")
-    data.fill_topic(bench.config, bench.admin, source, table)
+    if any(k not in LATENCY for k in keys):  # the latency scenarios produce their own input as they go
+        note(f"writing {n:,} input records")
+        data.fill_topic(bench.config, bench.admin, source, table)
     if LOOP in keys:
         data.fill_topic(bench.config, bench.admin, loop_source, data.input_table(m))
     runs: dict[str, Callable[[], ScenarioResult]] = {
@@ -238,6 +239,42 @@ def sql_rows(report: SuiteReport) -> list[list[str]]:
     return rows
 
 
+#: the worker loop's stages, as the stage table names them (see streamml.runtime.metrics.STAGES)
+STAGE_NAMES = {
+    "poll": "poll (waiting for the first record)",
+    "queued": "record age when its batch closed",
+    "decode": "decode",
+    "evaluate": "SQL evaluate (less the model)",
+    "predict": "predict (model)",
+    "encode": "encode",
+    "produce": "produce (queue the records)",
+    "commit": "commit (offsets + transaction, or flush + offsets)",
+    "batch": "batch closed to committed",
+}
+
+
+def stage_header(report: SuiteReport) -> list[str]:
+    """``stage`` and, per latency scenario that ran, its p50 and p99 ms per batch."""
+    header = ["stage (ms per batch)"]
+    for key in LATENCY:
+        s = report.get(key)
+        if s is not None:
+            header += [f"{LABELS[key]} p50", "p99"]
+    return header
+
+
+def stage_rows(report: SuiteReport) -> list[list[str]]:
+    """Where the latency scenarios' milliseconds go: end to end per record, then each stage of the loop per
+    batch (median over rounds of each run's p50 and p99), side by side."""
+    ran = [s for key in LATENCY if (s := report.get(key)) is not None]
+    rows = [["end to end, per record", *[v for s in ran for v in (_num(s.p50_ms, 1), _num(s.p99_ms, 1))]]]
+    stages = list(dict.fromkeys(stage for s in ran for stage in s.stages))
+    for stage in sorted(stages, key=lambda x: list(STAGE_NAMES).index(x) if x in STAGE_NAMES else len(STAGE_NAMES)):
+        cells = [v for s in ran for v in (_num(s.stage_ms(stage, "p50_ms"), 1), _num(s.stage_ms(stage, "p99_ms"), 1))]
+        rows.append([STAGE_NAMES.get(stage, stage), *cells])
+    return rows if len(rows) > 1 else []
+
+
 def _status(s: Summary) -> str:
     return "ok" if s.ok else f"{s.status}: {s.error}"
 
@@ -280,8 +317,17 @@ def sections(report: SuiteReport) -> list[Section]:
     targets = markdown_table(["target", "measured", "met"], target_rows(report))
     out = []
     if o.pipeline:
+        stages = stage_rows(report)
+        breakdown = (
+            "\n\nWhere the latency rows' milliseconds go, per stage of the worker loop (the worker's own timers, "
+            "per batch, after the warm-up; a stage a batch skipped is not counted):\n\n"
+            + markdown_table(stage_header(report), stages)
+            if stages
+            else ""
+        )
         body = (
             markdown_table(PIPELINE_HEADER, pipeline_rows(report))
+            + breakdown
             + "\n\n"
             + targets
             + "\n\n"

@@ -1,8 +1,11 @@
-"""Per-query counters and the end-to-end latency histogram, read by ``status`` and exported to Prometheus."""
+"""Per-query counters, the end-to-end latency histogram and the time each batch spends in each stage of the
+worker loop, read by ``status`` and exported to Prometheus."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +50,60 @@ class LatencyHistogram:
         return [int(running[np.searchsorted(FINE_BOUNDS_MS, b, side="right") - 1]) for b in bounds_ms]
 
 
+#: the stages of the worker loop, in the order a batch goes through them:
+#: ``poll`` the consumer call that returned the batch: waiting for the first record, then taking what came
+#: with it (a batch closes as soon as its first record is there, so filling it waits for nothing more);
+#: ``queued`` the oldest record's age (from its timestamp) when the loop took its batch, so the time it
+#: spent reaching the broker, being fetched and waiting behind the previous batch; ``decode`` bytes to Arrow;
+#: ``evaluate`` the SQL less the model; ``predict`` the model inside PREDICT; ``encode`` Arrow to bytes;
+#: ``produce`` handing the records to the producer; ``commit`` sending the offsets and committing the
+#: transaction (exactly-once) or flushing and committing the offsets (at-least-once); ``batch`` from the
+#: batch closing to the end of its commit (or of its processing, when the commit waits for more batches)
+STAGES = ("poll", "queued", "decode", "evaluate", "predict", "encode", "produce", "commit", "batch")
+
+
+@dataclass
+class StageTimes:
+    """Milliseconds per batch in each stage of the worker loop, one histogram per stage (per batch, never
+    per record)."""
+
+    stages: dict[str, LatencyHistogram] = field(default_factory=dict)
+
+    def add(self, stage: str, ms: float) -> None:
+        """One batch spent ``ms`` in ``stage``."""
+        histogram = self.stages.get(stage)
+        if histogram is None:
+            histogram = self.stages[stage] = LatencyHistogram()
+        slot = int(np.searchsorted(FINE_BOUNDS_MS, ms, side="left"))
+        histogram.counts[slot] += 1
+        histogram.total_ms += ms
+
+    @contextmanager
+    def time(self, stage: str) -> Iterator[None]:
+        """Time the ``with`` block as one batch's ``stage``."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.add(stage, (time.perf_counter() - start) * 1000)
+
+    def snapshot(self) -> dict[str, dict[str, float | int | None]]:
+        """Per stage seen so far, in loop order: batches timed, p50/p99 and mean ms, total ms."""
+        order = {s: i for i, s in enumerate(STAGES)}
+        out: dict[str, dict[str, float | int | None]] = {}
+        for stage in sorted(self.stages, key=lambda s: (order.get(s, len(order)), s)):
+            h = self.stages[stage]
+            count = h.count
+            out[stage] = {
+                "count": count,
+                "p50_ms": h.quantile(0.5),
+                "p99_ms": h.quantile(0.99),
+                "mean_ms": round(h.total_ms / count, 3) if count else None,
+                "total_ms": round(h.total_ms, 3),
+            }
+        return out
+
+
 @dataclass
 class QueryMetrics:
     """Running totals of one query in this process. Written by the query's thread only."""
@@ -72,6 +129,7 @@ class QueryMetrics:
     model_versions: dict[str, str] = field(default_factory=dict)
     lag: dict[str, int] = field(default_factory=dict)
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)
+    stages: StageTimes = field(default_factory=StageTimes)
 
     def rate_in(self) -> float:
         elapsed = time.time() - self.started_at
@@ -98,4 +156,5 @@ class QueryMetrics:
             "latency_p50_ms": self.latency.quantile(0.5),
             "latency_p95_ms": self.latency.quantile(0.95),
             "latency_p99_ms": self.latency.quantile(0.99),
+            "stages": self.stages.snapshot(),
         }

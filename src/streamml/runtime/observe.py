@@ -53,6 +53,9 @@ class RunnerCollector:
         latency = HistogramMetricFamily(
             "streamml_end_to_end_latency_seconds", "Record timestamp to output produced", labels=["query"]
         )
+        stages = HistogramMetricFamily(
+            "streamml_stage_seconds", "Time per micro-batch in each stage of the worker loop", labels=["query", "stage"]
+        )
         for m in self.queries():
             for key, family in families.items():
                 family.add_metric([m.query_id], getattr(m, key))
@@ -66,8 +69,14 @@ class RunnerCollector:
             buckets = [(str(b / 1000), float(c)) for b, c in zip(LATENCY_BUCKETS_MS, cumulative, strict=True)]
             buckets.append(("+Inf", float(m.latency.count)))
             latency.add_metric([m.query_id], buckets, m.latency.total_ms / 1000)
+            for stage, histogram in list(m.stages.stages.items()):
+                stage_buckets = [
+                    (str(b / 1000), float(c)) for b, c in zip(LATENCY_BUCKETS_MS, histogram.cumulative(), strict=True)
+                ]
+                stage_buckets.append(("+Inf", float(histogram.count)))
+                stages.add_metric([m.query_id, stage], stage_buckets, histogram.total_ms / 1000)
         yield from families.values()
-        yield from (batch, model, lag, version, latency)
+        yield from (batch, model, lag, version, latency, stages)
 
 
 def serve_metrics(port: int, queries: Callable[[], list[QueryMetrics]]) -> int:

@@ -54,6 +54,10 @@ MAX_REPEATED_REWINDS = 5
 RECORD_OVERHEAD_BYTES = 1024
 
 
+#: the stages :meth:`PersistentQuery._process` times per batch (see :data:`streamml.runtime.metrics.STAGES`)
+_PROCESS_STAGES = ("decode", "evaluate", "predict", "encode", "produce")
+
+
 class QueryFailed(StreamMLError):
     """A persistent query stopped because of an error its error policy says must stop it."""
 
@@ -129,6 +133,10 @@ class PersistentQuery:
         self._ahead: tuple[RecordBatch, Future[DecodedBatch]] | None = None
         #: bumped by every rebalance callback, so a poll that rebalanced can be recognised
         self._generation = 0
+        #: when the last commit ended (monotonic); at-least-once commits its offsets once per interval
+        self._committed_at = 0.0
+        #: seconds the batch being processed spent so far in each of :data:`_PROCESS_STAGES`
+        self._spent: dict[str, float] = dict.fromkeys(_PROCESS_STAGES, 0.0)
 
     # -- lifecycle ----------------------------------------------------------------------------------------
     def _open(self) -> None:
@@ -214,6 +222,7 @@ class PersistentQuery:
         if self.table_feed is not None:
             self.table_feed.follow(self.options.max_batch)
         batch, decoded = self._next_batch()
+        closed = time.perf_counter()
         assert self.checkpoint is not None
         with self._lock:
             if self.abandoned:
@@ -226,10 +235,21 @@ class PersistentQuery:
                         raise
                     self._rewound(exc, self.checkpoint.rewind)
                     return len(batch)
-            # commit at once when caught up (low latency); under load, every COMMIT_INTERVAL_S (throughput)
+            # exactly-once: commit at once when caught up (the outputs become readable only then), under load
+            # every COMMIT_INTERVAL_S; at-least-once: the outputs are readable once produced, so the offsets
+            # are committed every COMMIT_INTERVAL_S, or at once when idle
             caught_up = len(batch) < self.options.max_batch or self._isolating is not None
-            if self.checkpoint.due(caught_up, COMMIT_INTERVAL_S):
-                self._commit()
+            if self.exactly_once:
+                due = self.checkpoint.due(caught_up, COMMIT_INTERVAL_S)
+            else:
+                idle = not len(batch) or self._isolating is not None
+                late = time.monotonic() - self._committed_at >= COMMIT_INTERVAL_S
+                due = bool(self.checkpoint.pending) and (idle or late)
+            if due:
+                with self.metrics.stages.time("commit"):
+                    self._commit()
+            if len(batch):
+                self.metrics.stages.add("batch", (time.perf_counter() - closed) * 1000)
         if time.monotonic() - self._lag_checked > LAG_PERIOD_S:
             self._measure_lag()
         return len(batch)
@@ -241,10 +261,17 @@ class PersistentQuery:
         if self._ahead is not None:
             batch, future = self._ahead
             self._ahead = None
-            decoded: DecodedBatch | None = future.result()
+            with self.metrics.stages.time("decode"):  # what is left of decoding it on the helper thread
+                decoded: DecodedBatch | None = future.result()
         else:
             limit = self._isolating or self.options.max_batch
+            started = time.perf_counter()
             batch, decoded = self.consumer.poll_batch(limit, self.options.max_wait_ms / 1000), None
+            if len(batch):
+                self.metrics.stages.add("poll", (time.perf_counter() - started) * 1000)
+        if len(batch):
+            stamps = batch.timestamps
+            self.metrics.stages.add("queued", max(0.0, time.time() * 1000 - float(stamps.min())))
         if self._decoder is None or len(batch) < self.options.max_batch:
             return batch, decoded
         generation, rewinds = self._generation, self.metrics.rewinds
@@ -303,6 +330,7 @@ class PersistentQuery:
         versions = self.provider.at_batch_boundary() if self.provider is not None else {}
         model_version = ",".join(f"{k}:{v}" for k, v in sorted(versions.items())) or None
         dead = DeadLetters()
+        self._spent = dict.fromkeys(_PROCESS_STAGES, 0.0)
         offsets = batch.next_offsets()
         self._last_batch = ((batch.topics[0], int(batch.partitions[0]), int(batch.offsets[0])), len(batch))
         if self._refused:
@@ -325,11 +353,14 @@ class PersistentQuery:
             sub = batch if rows is None else _Subset(batch, rows)
             self._process_side(sub, side, dead, model_version, touched, decoded if rows is None else None)  # type: ignore[arg-type]
         if len(dead):
+            started = time.perf_counter()
             self.checkpoint.produce(self.dlq_topic, dead.values, dead.keys, headers=dead.headers)
+            self._spent["produce"] += time.perf_counter() - started
             self.metrics.dead_letters += len(dead)
         self.checkpoint.processed(offsets, touched)
-        if self.provider is not None:
-            self.metrics.model_seconds += self.provider.take_model_seconds()
+        for stage, seconds in self._spent.items():
+            if seconds or stage != "decode":  # decoded ahead: timed where the loop waited for it
+                self.metrics.stages.add(stage, seconds * 1000)
         self.metrics.records_in += len(batch)
         self.metrics.batches += 1
         self.metrics.last_batch_size = len(batch)
@@ -345,14 +376,23 @@ class PersistentQuery:
         touched: set[int],
         decoded: DecodedBatch | None = None,
     ) -> None:
+        spent = self._spent
         if decoded is None:
+            started = time.perf_counter()
             decoded = self.codecs[batch.topics[0] or ""].decode(batch)
+            spent["decode"] += time.perf_counter() - started
         self.metrics.tombstones_in += len(decoded.tombstones)
         if decoded.failures:
             self._reject(batch, decoded.failures, "decode", dead, model_version)
         if decoded.table.num_rows == 0:
             return
-        result = self.executor.execute(decoded.table, decoded.meta, side=side)
+        started = time.perf_counter()
+        result = self.executor.execute(single_chunk(decoded.table), decoded.meta, side=side)
+        evaluated = time.perf_counter() - started
+        model = self.provider.take_model_seconds() if self.provider is not None else 0.0
+        self.metrics.model_seconds += model
+        spent["evaluate"] += max(0.0, evaluated - model)
+        spent["predict"] += model
         self.metrics.cast_failures += result.counters.get("cast_failures", 0)
         self.metrics.late += result.counters.get("late", 0)
         by_stage: dict[str, list[tuple[int, str]]] = {}
@@ -379,12 +419,19 @@ class PersistentQuery:
             now = int(time.time() * 1000)
             latency = pa.array(now - result.timestamps.to_numpy(zero_copy_only=False).astype(np.int64))
             result.table = result.table.append_column("LATENCY_MS", latency)
+        spent, started = self._spent, time.perf_counter()
         dead_tombs = self.sink_codec.tombstones(result)
         if dead_tombs.values:
+            encoded = time.perf_counter()
             checkpoint.produce(self.sink_topic, dead_tombs.values, dead_tombs.keys, timestamps=dead_tombs.timestamps)
+            spent["encode"] += encoded - started
+            started = time.perf_counter()
+            spent["produce"] += started - encoded
         if result.table.num_rows:
             out = self.sink_codec.encode(result, batch.keys, decoded.rows)
             self._drop_oversized(out, result, decoded, batch, model_version, dead)
+            encoded = time.perf_counter()
+            spent["encode"] += encoded - started
             # scored records name the query and model versions; plain SQL output carries no headers, as in ksqlDB
             headers: list[tuple[str, bytes | str]] | None = None
             if model_version is not None:
@@ -393,6 +440,7 @@ class PersistentQuery:
                     ("streamml.model.version", model_version.encode()),
                 ]
             checkpoint.produce(self.sink_topic, out.values, out.keys, headers=headers, timestamps=out.timestamps)
+            spent["produce"] += time.perf_counter() - encoded
             self.metrics.records_out += len(out.values)
             now_ms = time.time() * 1000
             self.metrics.latency.observe(now_ms - result.timestamps.to_numpy(zero_copy_only=False).astype(np.float64))
@@ -484,6 +532,7 @@ class PersistentQuery:
             self._rewound(exc)
             return
         self.metrics.transactions += 1
+        self._committed_at = time.monotonic()
         if self._isolating is not None and not self._hunting:  # the refused record is behind us: grow back
             self._isolating *= 2
             if self._isolating >= self.options.max_batch:
@@ -520,6 +569,14 @@ class PersistentQuery:
         self._repeats = (at, count)
         if count >= MAX_REPEATED_REWINDS:
             raise KafkaError(f"query {self.query_id}: {count} transactions in a row aborted at the same offsets: {exc}")
+
+
+def single_chunk(table: pa.Table) -> pa.Table:
+    """``table`` in one chunk per column: DuckDB scans each chunk on its own, so a decoder's chunks would make
+    SQL, and every function in it (PREDICT), run once per chunk of a batch rather than once per batch."""
+    if any(column.num_chunks > 1 for column in table.columns):
+        return table.combine_chunks()
+    return table
 
 
 class _ChangelogState:
