@@ -149,3 +149,24 @@ def test_params_parse_as_json_or_text() -> None:
 
     parsed = parse_params(["epochs=20", "hidden=[16,8,16]", "features=V1,V2", "model=logistic", "alpha=0.5"])
     assert parsed == {"epochs": 20, "hidden": [16, 8, 16], "features": ["V1", "V2"], "model": "logistic", "alpha": 0.5}
+
+
+def test_a_model_as_a_named_sql_function(sm: Run, kafka_config: dict, topic: Callable[..., str],
+                                         unique: Callable[[str], str]) -> None:  # fmt: skip
+    source, model = topic(), unique("iris")
+    produce_iris(kafka_config, source)
+    sm("train", "classifier", "--from", source, "--label", "species", "--name", model, "--promote",
+       "--param", "model=logistic", "--seed", "1", "--threads", "1")  # fmt: skip
+    defined = sm("models", "function", "species_of", model, "--field", "label")
+    assert f"SPECIES_OF(...) = PREDICT('{model}')->label" in defined.stdout
+    sm("sql", "-e", f"CREATE STREAM irises (sepal_length DOUBLE, sepal_width DOUBLE, petal_length DOUBLE, "
+                    f"petal_width DOUBLE, species VARCHAR) WITH (KAFKA_TOPIC='{source}', VALUE_FORMAT='JSON');")  # fmt: skip
+    rows = sm("sql", "-e", "SELECT species, SPECIES_OF() AS guess FROM irises WHERE SPECIES_OF() = 'setosa';")
+    lines = [
+        line for line in rows.stdout.splitlines() if "setosa" in line or "versicolor" in line or "virginica" in line
+    ]
+    assert len(lines) == 50 and all(line.count("setosa") == 2 for line in lines)  # the model knows setosa
+    described = sm("sql", "-e", "DESCRIBE FUNCTION species_of;")
+    assert f"PREDICT('{model}')->label" in described.stdout
+    refused = sm("models", "function", "other", unique("missing"), check=False)
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr

@@ -130,6 +130,22 @@ def promote(
 
 
 @app.command()
+def function(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="SQL function name, e.g. ANOMALY."),
+    model: str = typer.Argument(..., help="Model reference: NAME, NAME:VERSION or NAME@ALIAS."),
+    field: str | None = typer.Option("score", "--field", "-f", help="Output field returned ('' for the whole result)."),
+) -> None:
+    """Make NAME(cols...) a SQL function scoring with MODEL (CREATE OR REPLACE FUNCTION NAME AS PREDICT(...))."""
+    from streamml.runtime.session import Session
+
+    registry(ctx).get(model)  # an unknown model is refused here, with the registry's hint
+    body = "PREDICT('" + model.replace("'", "''") + "')" + (f"->{field}" if field else "")
+    Session(state(ctx).settings).execute(f"CREATE OR REPLACE FUNCTION {name} AS {body};")
+    out.print(f"{name.upper()}(...) = {body}; drop it with DROP FUNCTION {name.upper()}", markup=False)
+
+
+@app.command()
 def rollback(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="Model name."),

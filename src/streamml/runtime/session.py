@@ -96,6 +96,9 @@ class Session:
             return existing is not None and _same(existing.statement, statement.text)
         if isinstance(statement, sql_ast.InsertInto):
             return any(_same(p.text, statement.text) for p in self.engine.queries.values())
+        if isinstance(statement, sql_ast.CreateFunction):
+            alias = self.engine.catalog.functions.get(statement.name.upper())
+            return alias is not None and _same(alias.statement, statement.text)
         return False
 
     def _execute_one(self, statement: sql_ast.Statement, text: str, push_limit: int | None,
