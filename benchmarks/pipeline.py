@@ -15,12 +15,15 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 
 from benchmarks.cluster import bench_settings
 from benchmarks.report import replace_rows, table, write_section
 from streamml.bench import SuiteOptions, run_suite, sections
 from streamml.bench.suite import (
     LATENCY,
+    LATENCY_ALO,
+    LATENCY_EOS,
     PIPELINE,
     PIPELINE_HEADER,
     SQL_HEADER,
@@ -86,6 +89,8 @@ def _run(suite: str, args: argparse.Namespace, argv: list[str] | None, settings:
 def _latency_rounds(settings: Settings, options: SuiteOptions, progress: Callable[[str], None]) -> SuiteReport:
     """The latency scenarios ``options.rounds`` times, side by side in each round; medians over the rounds."""
     report: SuiteReport | None = None
+    progress("warming the broker up (not reported)")  # a freshly started broker would slow the first scenario
+    run_suite(settings, replace(options, latency_s=5.0, skip=options.skip | {LATENCY_EOS, LATENCY_ALO}))
     for round_no in range(options.rounds):
         progress(f"latency round {round_no + 1}/{options.rounds}")
         one = run_suite(settings, options, progress=progress)
