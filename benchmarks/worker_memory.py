@@ -24,7 +24,7 @@ from pathlib import Path
 
 from benchmarks.report import table, write_section
 from streamml.bench import data, scenarios
-from streamml.bench.memory import CLI_MODULES, WORKER_MODULES, import_probe
+from streamml.bench.memory import CLI_MODULES, WORKER_MODULES, ImportProbe, import_probe
 from streamml.bench.results import ScenarioResult
 from streamml.config import Settings, load_settings
 from streamml.kafka import LocalBroker
@@ -36,6 +36,11 @@ def _peak(results: list[ScenarioResult]) -> str:
         failed = next(r for r in results if not r.ok)
         return f"FAILED: {failed.error}"
     return f"{statistics.median(peaks):,.0f} (max {max(peaks):,.0f})"
+
+
+def _imported(probes: list[ImportProbe]) -> str:
+    peak = statistics.median(p.peak_rss_mib for p in probes)
+    return f"{peak:,.0f} ({statistics.median(p.file_mib for p in probes):,.0f} file-backed)"
 
 
 def _rate(results: list[ScenarioResult]) -> str:
@@ -51,8 +56,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-write", action="store_true", help="Print only; leave docs/benchmarks.md alone.")
     args = parser.parse_args(argv)
 
-    worker_imports = [import_probe(WORKER_MODULES).peak_rss_mib for _ in range(args.rounds)]
-    cli_imports = [import_probe(CLI_MODULES).peak_rss_mib for _ in range(args.rounds)]
+    worker_imports = [import_probe(WORKER_MODULES) for _ in range(args.rounds)]
+    cli_imports = [import_probe(CLI_MODULES) for _ in range(args.rounds)]
 
     workdir = Path(tempfile.mkdtemp(prefix="streamml-bench-"))
     settings = load_settings()
@@ -78,8 +83,8 @@ def main(argv: list[str] | None = None) -> None:
         shutil.rmtree(workdir, ignore_errors=True)
 
     rows = [
-        ["import only: benchmark worker (child + Runner)", f"{statistics.median(worker_imports):,.0f}", "-"],
-        ["import only: `streamml run` (CLI + Runner)", f"{statistics.median(cli_imports):,.0f}", "-"],
+        ["import only: benchmark worker (child + Runner)", _imported(worker_imports), "-"],
+        ["import only: `streamml run` (CLI + Runner)", _imported(cli_imports), "-"],
         ["(a) passthrough, exactly-once", _peak(passthrough), _rate(passthrough)],
         ["(b) streamml PREDICT, 1 worker, exactly-once", _peak(scoring), _rate(scoring)],
     ]
@@ -92,7 +97,8 @@ def main(argv: list[str] | None = None) -> None:
             f"to {args.max_batch:,}; median of {args.rounds} rounds, the largest in brackets. Each worker is its "
             "own process (`python -m streamml.bench.child`), its peak RSS is `VmHWM` once it has processed the "
             "whole input. Import only: a fresh interpreter that imports what that worker imports and nothing "
-            f"else. The machine was shared with other work (1-minute load average {load:.1f} on "
+            "else; file-backed is the part of its RSS that is pages of shared libraries (`RssFile`), which every "
+            f"process running them shares. The machine was shared with other work (1-minute load average {load:.1f} on "
             f"{os.cpu_count()} cores at the end)."
         )
         command = "python -m benchmarks.worker_memory " + " ".join(argv if argv is not None else sys.argv[1:])

@@ -28,6 +28,9 @@ def test_probe_sees_a_library_the_imports_load() -> None:
     probe = import_probe(("streamml.runtime.runner", "json"))
     assert probe.loaded(("json", "onnxruntime")) == ["json", "onnxruntime"]
     assert probe.peak_rss_mib >= probe.rss_mib > 0
+    # the resident set splits into shared-library pages and the process's own memory
+    assert probe.file_mib > 0 and probe.anon_mib > 0
+    assert abs(probe.file_mib + probe.anon_mib - probe.rss_mib) < 0.1 * probe.rss_mib
 
 
 def test_runtime_path_leaves_the_schema_registry_http_client_unloaded() -> None:

@@ -27,18 +27,25 @@ for name in sys.argv[1:]:
     importlib.import_module(name)
 status = dict(line.split(":", 1) for line in open("/proc/self/status") if ":" in line)
 kib = lambda key: int(status[key].split()[0]) if key in status else None
-print(json.dumps({"hwm_kib": kib("VmHWM"), "rss_kib": kib("VmRSS"), "modules": sorted(sys.modules)}))
+print(json.dumps({"hwm_kib": kib("VmHWM"), "rss_kib": kib("VmRSS"), "anon_kib": kib("RssAnon"),
+                  "file_kib": kib("RssFile"), "modules": sorted(sys.modules)}))
 """
 
 
 @dataclass(frozen=True)
 class ImportProbe:
-    """Peak and current RSS of a fresh interpreter after importing ``imported``, and what it then held."""
+    """Peak and current RSS of a fresh interpreter after importing ``imported``, and what it then held.
+
+    ``file_mib`` is the part of the RSS backed by files (the pages of shared libraries it touched, which
+    processes running the same libraries share), ``anon_mib`` the rest (heaps, stacks, allocations).
+    """
 
     imported: tuple[str, ...]
     peak_rss_mib: float
     rss_mib: float
     modules: frozenset[str]
+    anon_mib: float = 0.0
+    file_mib: float = 0.0
 
     def loaded(self, packages: Sequence[str]) -> list[str]:
         """Those of ``packages`` (top-level names) that the imports loaded."""
@@ -58,4 +65,6 @@ def import_probe(modules: Sequence[str] = WORKER_MODULES, python: str | None = N
         (report["hwm_kib"] or 0) / 1024,
         (report["rss_kib"] or 0) / 1024,
         frozenset(report["modules"]),
+        (report.get("anon_kib") or 0) / 1024,
+        (report.get("file_kib") or 0) / 1024,
     )
