@@ -64,6 +64,7 @@ class Settings(BaseSettings):
     broker_port: int = Field(default=9092, ge=0, le=65535, description="Local broker port (0: pick a free one).")
     controller_port: int = Field(default=9093, ge=0, le=65535, description="Local KRaft controller port.")
     broker_heap: str = Field(default="768m", description="JVM heap of the local broker.")
+    mqtt_port: int = Field(default=1883, ge=0, le=65535, description="Local MQTT broker port (0: pick a free one).")
     kafka_properties: dict[str, str] = Field(
         default_factory=dict, description="librdkafka properties passed to every client."
     )

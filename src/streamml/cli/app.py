@@ -15,6 +15,7 @@ from streamml.cli import (
     dlq_cmd,
     kafka_cmd,
     models_cmd,
+    mqtt_cmd,
     produce_cmd,
     simulate_cmd,
     sql_cmd,
@@ -38,6 +39,7 @@ app.add_typer(demo_cmd.app, name="demo")
 app.add_typer(dlq_cmd.app, name="dlq")
 app.add_typer(simulate_cmd.app, name="simulate")
 app.add_typer(models_cmd.app, name="models")
+app.add_typer(mqtt_cmd.app, name="mqtt")
 app.command("train")(train_cmd.train)
 app.command("bench")(bench_cmd.bench)
 app.command("sql")(sql_cmd.sql)
