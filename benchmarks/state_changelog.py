@@ -29,6 +29,7 @@ from benchmarks.report import table, write_section
 from streamml.kafka import Admin, BatchConsumer, client_config
 from streamml.kafka.producer import TransactionalProducer
 from streamml.runtime.changelog import CHANGELOG_CONFIG, Changelog
+from streamml.runtime.topics import ensure_changelog_topic
 from streamml.sql import SqlEngine
 from streamml.sql.executor import QueryExecutor
 
@@ -79,7 +80,7 @@ def main() -> None:
         config = client_config(settings)
         admin = Admin(config)
         topic = f"bench-changelog-{uuid.uuid4().hex[:8]}"
-        log = Changelog(config, admin, topic, partitions=args.partitions)
+        log = Changelog(config, topic, ensure_changelog_topic(admin, topic, args.partitions))
         ex = plan.executor()
         ex.execute(*keyed_batch(np.arange(args.keys), args.partitions, 1_000))
         big = {"message.max.bytes": 64 * 1024 * 1024}  # as the query's producer

@@ -24,7 +24,7 @@ def session(kafka_settings: Settings, unique: Callable[[str], str]) -> Session:
 @contextmanager
 def running(session: Session, options: RuntimeOptions | None = None) -> Iterator[Runner]:
     """Run the session's persistent queries in a background runner for the duration of the block."""
-    runner = Runner(session.settings, options or RuntimeOptions(max_wait_ms=50), refresh_s=0.5)
+    runner = Runner(session.settings, options or RuntimeOptions(max_wait_ms=50), refresh_s=0.5).start()
     stop = threading.Event()
     thread = threading.Thread(target=runner.run, args=(stop,), daemon=True)
     thread.start()

@@ -10,15 +10,15 @@ import orjson
 import pytest
 
 from streamml.kafka import Admin, Producer
-from streamml.runtime.observe import STALE_AFTER_S, status_topic
+from streamml.runtime.observe import STALE_AFTER_S
 from streamml.runtime.session import Session
+from streamml.runtime.topics import ensure_status_topic
 
 pytestmark = pytest.mark.broker
 
 
 def _publish(session: Session, worker: str, seen: float, query_id: str) -> None:
-    topic = status_topic(session.settings.service_id)
-    Admin(session.config).create_topic(topic, config={"cleanup.policy": "compact"}, if_not_exists=True)
+    topic = ensure_status_topic(Admin(session.config), session.settings.service_id)
     record = {"worker": worker, "host": "vm", "time": seen, "refusals": [], "metrics_port": None,
               "queries": [{"query": query_id, "state": "RUNNING", "error": None, "rate_in": 0.0, "records_in": 0,
                            "records_out": 0, "dead_letters": 0, "lag": {}, "model_versions": {}}]}  # fmt: skip

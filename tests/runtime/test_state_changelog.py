@@ -12,6 +12,7 @@ from streamml.kafka import Admin, BatchConsumer, Producer
 from streamml.kafka.producer import TransactionalProducer
 from streamml.runtime.changelog import Changelog, changelog_spec
 from streamml.runtime.session import Session, wait_for
+from streamml.runtime.topics import ensure_changelog_topic
 from streamml.sql import SqlEngine
 from tests.runtime.conftest import running
 
@@ -45,7 +46,7 @@ def test_state_survives_a_restart_and_restores_only_owned_partitions(
     kafka_config: dict, admin: Admin, unique: Callable[[str], str]
 ) -> None:
     topic = unique("changelog")
-    log = Changelog(kafka_config, admin, topic, partitions=SOURCE_PARTITIONS)
+    log = Changelog(kafka_config, topic, ensure_changelog_topic(admin, topic, SOURCE_PARTITIONS))
     assert len(admin.describe_topic(topic).partitions) == SOURCE_PARTITIONS
     the_plan = plan()
     ex = the_plan.executor()
@@ -92,7 +93,7 @@ def test_a_restore_replaces_what_the_executor_held(
 ) -> None:
     """After an aborted transaction the worker reloads its partitions: uncommitted changes must not survive."""
     topic = unique("changelog")
-    log = Changelog(kafka_config, admin, topic, partitions=2)
+    log = Changelog(kafka_config, topic, ensure_changelog_topic(admin, topic, 2))
     ex = plan().executor()
     ex.execute(*batch(["a"], [1_000], [1]))
     producer = TransactionalProducer(kafka_config, unique("txn"))

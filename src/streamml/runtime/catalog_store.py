@@ -11,7 +11,6 @@ kept in the catalog, logged as a warning and listed by ``SHOW QUERIES``; it neve
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,13 +19,14 @@ import orjson
 
 from streamml.config import Settings
 from streamml.errors import StreamMLError
-from streamml.kafka import Admin, BatchConsumer, Producer, client_config
+from streamml.kafka import Admin, Producer, client_config
+from streamml.kafka.compacted import CompactedReader
+from streamml.runtime.topics import ensure_catalog_topic
 from streamml.sql import Catalog, SqlEngine
 
 log = logging.getLogger(__name__)
 
 _KEY = b"catalog"
-_TOPIC_CONFIG = {"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1", "segment.ms": "600000"}
 
 
 @dataclass
@@ -53,15 +53,22 @@ class CatalogState:
 
 
 class CatalogStore:
-    """Loads and saves :class:`CatalogState` in the catalog topic (``Settings.catalog_topic``)."""
+    """Loads and saves :class:`CatalogState` in the catalog topic (``Settings.catalog_topic``).
+
+    A missing topic reads as an empty catalog; the first :meth:`save` creates it.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.topic = settings.catalog_topic
         self.config = client_config(settings)
-        Admin(self.config, timeout_s=settings.request_timeout_s).create_topic(
-            self.topic, partitions=1, config=_TOPIC_CONFIG, if_not_exists=True
-        )
+        self._ensured = False
+
+    def ensure_topic(self) -> None:
+        """Create the catalog topic if it is missing (once per store)."""
+        if not self._ensured:
+            ensure_catalog_topic(Admin(self.config, timeout_s=self.settings.request_timeout_s), self.settings)
+            self._ensured = True
 
     def load(self, timeout_s: float = 30.0) -> CatalogState:
         """The latest stored state (an empty one when nothing was stored yet)."""
@@ -73,6 +80,7 @@ class CatalogStore:
         return CatalogFollower(self)
 
     def save(self, state: CatalogState) -> None:
+        self.ensure_topic()
         with Producer(self.config) as producer:
             producer.produce_batch(self.topic, [state.to_json()], [_KEY])
 
@@ -81,19 +89,12 @@ class CatalogFollower:
     """Follows the catalog topic; :meth:`changed` says whether a newer state was stored since the last look."""
 
     def __init__(self, store: CatalogStore) -> None:
-        self._reader = BatchConsumer(store.config, [store.topic], track_end=True)
+        self._reader = CompactedReader(store.config, store.topic, missing_ok=True)
         self._latest: bytes | None = None
         self._seen: bytes | None = None
 
     def _read(self, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            batch = self._reader.poll_batch(1000, 0.2 if not self._reader.reached_end() else 0.0)
-            for key, value in zip(batch.keys, batch.values, strict=True):
-                if key == _KEY and value is not None:
-                    self._latest = value
-            if (self._reader.reached_end() and not len(batch)) or time.monotonic() > deadline:
-                return
+        self._latest = self._reader.catch_up(timeout_s).get(_KEY)
 
     def state(self, timeout_s: float = 30.0) -> CatalogState:
         """The latest stored state, reading up to the end of the topic first."""

@@ -11,6 +11,10 @@ A restarted or newly assigned worker restores only the partitions it was given b
 record: it assigns their changelog partitions directly, plans the end offsets (read_committed: the last
 stable offset) up front, reads to them and stops. Records are produced in the caller's transaction, so a
 crash neither loses nor double counts.
+
+The topic is created by :func:`streamml.runtime.topics.ensure_changelog_topic` when the query starts. A restore
+is not a :class:`~streamml.kafka.compacted.CompactedReader`: it reads only the worker's own partitions, once, to
+end offsets planned before it starts, in log order (the executor replays every change), and then stops.
 """
 
 from __future__ import annotations
@@ -25,48 +29,28 @@ import pyarrow as pa
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from streamml.errors import KafkaError
-from streamml.kafka.admin import Admin
 from streamml.kafka.producer import Producer
+from streamml.runtime.topics import CHANGELOG_CONFIG, changelog_spec
 from streamml.sql import QueryExecutor
 
+__all__ = ["CHANGELOG_CONFIG", "Changelog", "changelog_spec"]
+
 log = logging.getLogger(__name__)
-
-CHANGELOG_CONFIG = {
-    "cleanup.policy": "compact",
-    # one record holds one key's state; this bounds the state of a single key, not of the query
-    "max.message.bytes": str(64 * 1024 * 1024),
-    "segment.ms": "600000",
-    "min.cleanable.dirty.ratio": "0.1",
-}
-
-
-def changelog_spec(partitions: int) -> tuple[int, dict[str, str]]:
-    """Partition count and topic configuration of the changelog of a query whose source has ``partitions``."""
-    return max(1, int(partitions)), dict(CHANGELOG_CONFIG)
 
 
 class Changelog:
     """Per-key change writer and restorer for one query's state topic.
 
-    ``partitions`` is the source's partition count: the topic is created with that many partitions if it is
-    missing. Without it the topic must exist (or is created with one partition, where every source partition's
-    changes share partition 0 and restores read it whole: keys name their partition, so that still works).
+    ``partitions`` is how many partitions the topic has (what
+    :func:`~streamml.runtime.topics.ensure_changelog_topic` returns). With fewer than the source, source
+    partitions share changelog partitions and restores read them whole: keys name their partition, so that
+    still works.
     """
 
-    def __init__(self, config: dict[str, Any], admin: Admin, topic: str, partitions: int | None = None) -> None:
+    def __init__(self, config: dict[str, Any], topic: str, partitions: int) -> None:
         self.config = config
         self.topic = topic
-        if partitions is not None or not admin.exists(topic):
-            count, topic_config = changelog_spec(partitions or 1)
-            admin.create_topic(topic, partitions=count, config=topic_config, if_not_exists=True)
-        self.partitions = len(admin.describe_topic(topic, with_offsets=False).partitions)
-        if partitions is not None and self.partitions < partitions:
-            log.warning(
-                "changelog %s has %d partitions for a source of %d; changes share partitions",
-                topic,
-                self.partitions,
-                partitions,
-            )
+        self.partitions = max(1, int(partitions))
 
     def target(self, partition: int) -> int:
         """The changelog partition of source partition ``partition``."""

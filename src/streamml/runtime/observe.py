@@ -21,16 +21,14 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from streamml.config import Settings
-from streamml.kafka import Admin, BatchConsumer, Producer, client_config
+from streamml.kafka import Admin, Producer, client_config
+from streamml.kafka.compacted import CompactedReader
 from streamml.runtime.metrics import LATENCY_BUCKETS_MS, QueryMetrics
+from streamml.runtime.topics import ensure_status_topic, status_topic
 
 STATUS_PERIOD_S = 2.0
 #: a worker silent for this long (a few heartbeats) is shown as not running
 STALE_AFTER_S = 5 * STATUS_PERIOD_S
-
-
-def status_topic(service: str) -> str:
-    return f"_{service}_status"
 
 
 class RunnerCollector:
@@ -88,18 +86,20 @@ def serve_metrics(port: int, queries: Callable[[], list[QueryMetrics]]) -> int:
 
 
 class StatusPublisher:
-    """Publishes this worker's status every few seconds until stopped (a null record on a clean stop)."""
+    """Publishes this worker's status every few seconds until stopped (a null record on a clean stop);
+    :meth:`start` creates the status topic if it is missing."""
 
     def __init__(self, settings: Settings, snapshot: Callable[[], dict[str, Any]]) -> None:
+        self.settings = settings
         self.config = client_config(settings)
         self.topic = status_topic(settings.service_id)
-        Admin(self.config).create_topic(self.topic, config={"cleanup.policy": "compact"}, if_not_exists=True)
         self.key = f"{settings.worker_id}/{os.getpid()}".encode()
         self.snapshot = snapshot
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="status", daemon=True)
 
     def start(self) -> StatusPublisher:
+        ensure_status_topic(Admin(self.config, timeout_s=self.settings.request_timeout_s), self.settings.service_id)
         self._thread.start()
         return self
 
@@ -122,18 +122,10 @@ class StatusPublisher:
 
 
 def read_status(settings: Settings, timeout_s: float = 10.0) -> list[dict[str, Any]]:
-    """The latest status of every live worker of the deployment."""
-    config = client_config(settings)
-    topic = status_topic(settings.service_id)
-    if not Admin(config).exists(topic):
-        return []
-    latest: dict[bytes | None, bytes | None] = {}
-    with BatchConsumer(config, [topic], track_end=True) as reader:
-        deadline = time.monotonic() + timeout_s
-        while not reader.reached_end() and time.monotonic() < deadline:
-            batch = reader.poll_batch(1000, 0.2)
-            latest.update(zip(batch.keys, batch.values, strict=True))
-    return [orjson.loads(v) for v in latest.values() if v is not None]
+    """The latest status of every worker of the deployment that did not stop cleanly (none before the first
+    worker started)."""
+    with CompactedReader(client_config(settings), status_topic(settings.service_id), missing_ok=True) as reader:
+        return [orjson.loads(v) for v in reader.catch_up(timeout_s).values()]
 
 
 def is_alive(worker: dict[str, Any], now: float | None = None) -> bool:

@@ -24,11 +24,10 @@ import pyarrow.compute as pc
 
 from streamml.config import Settings
 from streamml.errors import ModelError, StreamMLError
-from streamml.kafka import Admin, BatchConsumer, client_config
 from streamml.models.events import ModelEvent
 from streamml.models.registry import ModelRef, ModelVersion, Registry
 from streamml.models.runtime import OnnxModel
-from streamml.runtime.naming import MODELS_TOPIC
+from streamml.runtime.control import ControlFollower, follow_control
 from streamml.sql import SqlEngine, SqlType, UserFunction, parse_type
 
 log = logging.getLogger(__name__)
@@ -286,43 +285,8 @@ def _incompatible(current: Served, candidate: Served) -> str | None:
     return None
 
 
-class ControlFollower:
-    """Follows the control topic in a background thread and hands each event to ``on_event``."""
-
-    def __init__(self, settings: Settings, on_event: Callable[[ModelEvent], None]) -> None:
-        self.config = client_config(settings)
-        Admin(self.config).create_topic(MODELS_TOPIC, config={"cleanup.policy": "compact"}, if_not_exists=True)
-        self.on_event = on_event
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="model-control", daemon=True)
-        self._ready = threading.Event()
-
-    def start(self) -> ControlFollower:
-        self._thread.start()
-        self._ready.wait(30)
-        return self
-
-    def _run(self) -> None:
-        with BatchConsumer(self.config, [MODELS_TOPIC], start="latest") as consumer:
-            while not self._stop.is_set():
-                batch = consumer.poll_batch(100, 0.2)
-                if consumer.assignment():
-                    self._ready.set()
-                for value in batch.values:
-                    if value is None:
-                        continue
-                    try:
-                        self.on_event(ModelEvent.from_json(value))
-                    except Exception:
-                        log.exception("could not apply a model event")
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(10)
-
-
 def provider_for(settings: Settings, follow: bool = True) -> tuple[ModelProvider, ControlFollower | None]:
     """A provider over the configured registry, following the control topic when ``follow``."""
     provider = ModelProvider(Registry(settings.registry_root))
-    follower = ControlFollower(settings, provider.on_event).start() if follow else None
+    follower = follow_control(settings, provider.on_event) if follow else None
     return provider, follower

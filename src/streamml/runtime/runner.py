@@ -9,6 +9,10 @@ librdkafka can be while a group coordinator is unavailable) is abandoned and rep
 that fences its transaction, exactly as after a crash. Shutdown is bounded in time.
 Several runners (processes or machines) running the same queries share the partitions through the queries'
 consumer groups.
+
+Constructing a runner touches nothing on the cluster: :meth:`Runner.start` (called by :meth:`Runner.run`)
+creates the deployment's internal topics where they are missing (see :mod:`streamml.runtime.topics`) and
+starts following the model control topic; each query creates its own topics when it starts.
 """
 
 from __future__ import annotations
@@ -20,12 +24,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from streamml.config import Settings
+from streamml.kafka import Admin, client_config
 from streamml.runtime.catalog_store import CatalogFollower, CatalogState, CatalogStore, engine_from_state
+from streamml.runtime.control import ControlFollower, follow_control
 from streamml.runtime.metrics import QueryMetrics
 from streamml.runtime.observe import StatusPublisher, serve_metrics
 from streamml.runtime.options import RuntimeOptions
-from streamml.runtime.predict import ControlFollower, ModelProvider, provider_for
+from streamml.runtime.predict import ModelProvider, provider_for
 from streamml.runtime.query import PersistentQuery, QueryFailed
+from streamml.runtime.topics import ensure_catalog_topic
 from streamml.sql import SqlEngine
 
 log = logging.getLogger(__name__)
@@ -68,7 +75,7 @@ class Runner:
         self.provider: ModelProvider | None = None
         self.follower: ControlFollower | None = None
         if self.functions_hook is None:  # PREDICT over the registry, swapping versions on promotion
-            self.provider, self.follower = provider_for(self.settings)
+            self.provider, _ = provider_for(self.settings, follow=False)  # follows from start()
             self.functions_hook = self.provider.install
         self.publisher: StatusPublisher | None = None
         self.port: int | None = None
@@ -76,10 +83,23 @@ class Runner:
         self._catalog: CatalogFollower | None = None
         self._stopped = threading.Event()
         self._wanted = None if self.only is None else {q.upper() for q in self.only}
+        self._started = False
+
+    def start(self) -> Runner:
+        """Create the catalog topic where it is missing and follow the control topic (from its end: every
+        promotion published after this returns is applied); once, later calls do nothing."""
+        if not self._started:
+            self._started = True
+            ensure_catalog_topic(Admin(client_config(self.settings), timeout_s=self.settings.request_timeout_s),
+                                 self.settings)  # fmt: skip
+            if self.provider is not None:
+                self.follower = follow_control(self.settings, self.provider.on_event)
+        return self
 
     def run(self, stop: threading.Event | None = None) -> None:
         """Start the queries and keep them in line with the catalog until ``stop`` (or :meth:`stop`)."""
         stop = stop or self._stopped
+        self.start()
         if self.metrics_port is not None:
             self.port = serve_metrics(self.metrics_port, self.status)
             log.info("Prometheus metrics on port %s", self.port)

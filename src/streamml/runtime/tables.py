@@ -1,15 +1,19 @@
-"""The table side of stream-table joins: read the table's topic to its end first, then keep following it."""
+"""The table side of stream-table joins: read the table's topic to its end first, then keep following it.
+
+The topic is read by a :class:`~streamml.kafka.compacted.CompactedReader`; the executor's table state is the
+latest value per key (a tombstone deletes the row), so the reader keeps no copy of its own.
+"""
 
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from streamml.kafka import BatchConsumer, RecordBatch
+from streamml.kafka import RecordBatch
+from streamml.kafka.compacted import CompactedReader
 from streamml.runtime.codec import SourceCodec
 from streamml.sql import QueryExecutor, Source
 
@@ -21,17 +25,17 @@ class TableFeed:
         self, config: dict[str, Any], source: Source, codec: SourceCodec, executor: QueryExecutor, lock: threading.RLock
     ) -> None:
         self.source, self.codec, self.executor, self.lock = source, codec, executor, lock
-        self.reader = BatchConsumer(config, [source.topic], track_end=True)
+        self.reader = CompactedReader(config, source.topic, keep_latest=False)
 
     def bootstrap(self, max_batch: int, timeout_s: float = 120.0) -> None:
-        """Apply everything up to the current end of the table's topic."""
-        deadline = time.monotonic() + timeout_s
-        while not self.reader.reached_end() and time.monotonic() < deadline:
-            self.apply(self.reader.poll_batch(max_batch, 0.2))
+        """Apply everything up to the current end of the table's topic (or raise naming the topic after
+        ``timeout_s``: a join must not start on part of its table)."""
+        for batch in self.reader.batches_to_end(timeout_s, max_batch):
+            self.apply(batch)
 
     def follow(self, max_batch: int) -> None:
         """Apply whatever arrived since the last call, without waiting."""
-        self.apply(self.reader.poll_batch(max_batch, 0.0))
+        self.apply(self.reader.poll(0.0, max_batch))
 
     def apply(self, batch: RecordBatch) -> None:
         if not len(batch):
