@@ -249,7 +249,6 @@ STAGE_NAMES = {
     "encode": "encode",
     "produce": "produce (queue the records)",
     "commit": "commit (offsets + transaction, or flush + offsets)",
-    "commit_wait": "waiting for the previous commit",
     "batch": "batch closed to committed",
 }
 

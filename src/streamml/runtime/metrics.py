@@ -57,11 +57,9 @@ class LatencyHistogram:
 #: spent reaching the broker, being fetched and waiting behind the previous batch; ``decode`` bytes to Arrow;
 #: ``evaluate`` the SQL less the model; ``predict`` the model inside PREDICT; ``encode`` Arrow to bytes;
 #: ``produce`` handing the records to the producer; ``commit`` sending the offsets and committing the
-#: transaction (exactly-once) or flushing and committing the offsets (at-least-once), on the commit thread
-#: when it runs there; ``commit_wait`` the loop waiting for that commit before producing the next batch;
-#: ``batch`` from the batch closing to the end of its commit, or to its commit starting on the commit thread,
-#: or to the end of its processing when the commit waits for more batches
-STAGES = ("poll", "queued", "decode", "evaluate", "predict", "encode", "produce", "commit", "commit_wait", "batch")
+#: transaction (exactly-once) or flushing and committing the offsets (at-least-once); ``batch`` from the
+#: batch closing to the end of its commit, or of its processing when the commit waits for more batches
+STAGES = ("poll", "queued", "decode", "evaluate", "predict", "encode", "produce", "commit", "batch")
 
 
 @dataclass

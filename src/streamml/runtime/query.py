@@ -14,11 +14,6 @@ handle it by policy, so the same failure never loops on the same offsets.
 Under load (a full batch), a query with one source polls the next batch at once and decodes it on a helper
 thread while the current one is evaluated, encoded and produced. Records read ahead are not part of any
 transaction until they are processed; a rebalance or an abort sends the consumer back to them.
-
-When caught up, an exactly-once query without state commits each batch's transaction on a helper thread
-while it polls, decodes, evaluates and encodes the next batch; it waits for that commit before producing
-anything of the next batch, so transactions stay one after the other. When the commit fails, the next
-batch is dropped and the consumer goes back to the committed offsets, as after any abort.
 """
 
 from __future__ import annotations
@@ -45,7 +40,6 @@ from streamml.runtime.naming import changelog_topic, dead_letter_topic, group_id
 from streamml.runtime.options import ErrorPolicy, Guarantee, RuntimeOptions
 from streamml.runtime.predict import ModelProvider
 from streamml.runtime.tables import TableFeed
-from streamml.runtime.topics import ensure_changelog_topic, ensure_dead_letter_topic
 from streamml.sql import BatchResult, QueryPlan, Source
 from streamml.sql.plan import STREAM_STREAM_JOIN, STREAM_TABLE_JOIN
 
@@ -103,8 +97,19 @@ class PersistentQuery:
         self.sink_codec = SinkCodec(plan, sink, settings, extra)
         self.sink_topic = sink.topic
         self.dlq_topic = dead_letter_topic(settings.service_id, query_id)
-        #: the state of a stateful query (no table join), set by :meth:`ensure_topics`
-        self.changelog: Changelog | None = None
+        self.changelog = (
+            Changelog(
+                self.config,
+                self.admin,
+                changelog_topic(settings.service_id, query_id),
+                partitions=max(
+                    len(self.admin.describe_topic(t, with_offsets=False).partitions) for t in self.stream_topics
+                ),
+            )
+            if plan.stateful and self.table_source is None
+            else None
+        )
+        self.admin.create_topic(self.dlq_topic, partitions=1, if_not_exists=True)
         self.checkpoint: Checkpoint | None = None
         #: largest record (key + value) the sink topic takes; bigger outputs are produce-stage failures
         self.max_record_bytes = 0
@@ -126,11 +131,6 @@ class PersistentQuery:
         #: evaluated, encoded and produced (one source, no join: decoding is then independent of the state)
         self._decoder = ThreadPoolExecutor(1, f"decode-{query_id}") if plan.join is None else None
         self._ahead: tuple[RecordBatch, Future[DecodedBatch]] | None = None
-        #: commits caught-up transactions while the next batch is computed (exactly-once, no state to reload)
-        stateless = not plan.stateful and self.table_source is None
-        self._committer = ThreadPoolExecutor(1, f"commit-{query_id}") if self.exactly_once and stateless else None
-        #: the commit running on that thread, and the first record and size of the batch it commits
-        self._committing: tuple[Future[Exception | None], tuple[tuple[str | None, int, int] | None, int]] | None = None
         #: bumped by every rebalance callback, so a poll that rebalanced can be recognised
         self._generation = 0
         #: when the last commit ended (monotonic); at-least-once commits its offsets once per interval
@@ -139,17 +139,7 @@ class PersistentQuery:
         self._spent: dict[str, float] = dict.fromkeys(_PROCESS_STAGES, 0.0)
 
     # -- lifecycle ----------------------------------------------------------------------------------------
-    def ensure_topics(self) -> None:
-        """Create the query's dead-letter topic and, for a stateful query, its changelog (one partition per
-        source partition) where they are missing; called when the query starts."""
-        ensure_dead_letter_topic(self.admin, self.dlq_topic)
-        if self.plan.stateful and self.table_source is None:
-            topic = changelog_topic(self.settings.service_id, self.query_id)
-            sources = max(len(self.admin.describe_topic(t, with_offsets=False).partitions) for t in self.stream_topics)
-            self.changelog = Changelog(self.config, topic, ensure_changelog_topic(self.admin, topic, sources))
-
     def _open(self) -> None:
-        self.ensure_topics()
         reset = "latest" if self.properties.get("auto.offset.reset", "earliest").lower() == "latest" else "earliest"
         if self.table_source is not None:
             codec = self.codecs[self.table_source.topic]
@@ -212,8 +202,6 @@ class PersistentQuery:
                     self.producer.close()
                 if self._decoder is not None:
                     self._decoder.shutdown(wait=True, cancel_futures=True)
-                if self._committer is not None:
-                    self._committer.shutdown(wait=True)
                 self._ahead = None  # polled, never processed, never committed: read again by whoever owns it
                 self.consumer, self.producer, self.table_feed = None, None, None
 
@@ -242,8 +230,6 @@ class PersistentQuery:
             if len(batch):
                 try:
                     self._process(batch, decoded)
-                except _Rewound:  # the previous batch's commit failed: this batch is read again too
-                    return len(batch)
                 except KafkaError as exc:  # producing failed: the whole transaction goes back
                     if not self.exactly_once:
                         raise
@@ -259,11 +245,7 @@ class PersistentQuery:
                 idle = not len(batch) or self._isolating is not None
                 late = time.monotonic() - self._committed_at >= COMMIT_INTERVAL_S
                 due = bool(self.checkpoint.pending) and (idle or late)
-            if due and self._committer is not None and caught_up and self._isolating is None:
-                self._settle(raising=False)
-                if self.checkpoint.pending:  # commit on the helper thread while the next batch is computed
-                    self._committing = (self._committer.submit(self._commit_in_background), self._last_batch)
-            elif due:
+            if due:
                 with self.metrics.stages.time("commit"):
                     self._commit()
             if len(batch):
@@ -370,7 +352,6 @@ class PersistentQuery:
         for side, rows in parts:
             sub = batch if rows is None else _Subset(batch, rows)
             self._process_side(sub, side, dead, model_version, touched, decoded if rows is None else None)  # type: ignore[arg-type]
-        self._settle()
         if len(dead):
             started = time.perf_counter()
             self.checkpoint.produce(self.dlq_topic, dead.values, dead.keys, headers=dead.headers)
@@ -441,7 +422,6 @@ class PersistentQuery:
         spent, started = self._spent, time.perf_counter()
         dead_tombs = self.sink_codec.tombstones(result)
         if dead_tombs.values:
-            self._settle()
             encoded = time.perf_counter()
             checkpoint.produce(self.sink_topic, dead_tombs.values, dead_tombs.keys, timestamps=dead_tombs.timestamps)
             spent["encode"] += encoded - started
@@ -459,7 +439,6 @@ class PersistentQuery:
                     ("streamml.query", self.query_id.encode()),
                     ("streamml.model.version", model_version.encode()),
                 ]
-            self._settle()
             checkpoint.produce(self.sink_topic, out.values, out.keys, headers=headers, timestamps=out.timestamps)
             spent["produce"] += time.perf_counter() - encoded
             self.metrics.records_out += len(out.values)
@@ -545,9 +524,6 @@ class PersistentQuery:
     def _commit(self) -> None:
         if self.checkpoint is None or self.abandoned:
             return
-        self._settle(raising=False)
-        if not self.checkpoint.pending:
-            return
         try:
             self.checkpoint.commit()
         except (KafkaException, KafkaError) as exc:
@@ -555,39 +531,6 @@ class PersistentQuery:
                 raise
             self._rewound(exc)
             return
-        self._committed()
-
-    def _commit_in_background(self) -> Exception | None:
-        """On the commit thread: the checkpoint's commit (which aborts and rewinds when it fails); returns why
-        it failed, for :meth:`_settle` to handle on the query's thread."""
-        assert self.checkpoint is not None
-        try:
-            with self.metrics.stages.time("commit"):
-                self.checkpoint.commit()
-        except (KafkaException, KafkaError) as exc:
-            return exc
-        return None
-
-    def _settle(self, *, raising: bool = True) -> None:
-        """Wait for the commit running on the commit thread. When it failed, go back to the committed offsets
-        (again: records polled since then are read again too) and raise :class:`_Rewound` when ``raising``,
-        so the batch in hand is dropped."""
-        if self._committing is None:
-            return
-        future, committed_batch = self._committing
-        self._committing = None
-        with self.metrics.stages.time("commit_wait"):
-            exc = future.result()
-        if exc is None:
-            self._committed()
-            return
-        assert self.checkpoint is not None
-        self._last_batch = committed_batch  # the batch of the failed transaction, for isolating a refused record
-        self._rewound(exc, self.checkpoint.rewind)
-        if raising:
-            raise _Rewound
-
-    def _committed(self) -> None:
         self.metrics.transactions += 1
         self._committed_at = time.monotonic()
         if self._isolating is not None and not self._hunting:  # the refused record is behind us: grow back
@@ -634,10 +577,6 @@ def single_chunk(table: pa.Table) -> pa.Table:
     if any(column.num_chunks > 1 for column in table.columns):
         return table.combine_chunks()
     return table
-
-
-class _Rewound(Exception):
-    """The previous batch's transaction was aborted while this batch was computed: drop this batch."""
 
 
 class _ChangelogState:
