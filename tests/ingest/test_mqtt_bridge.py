@@ -187,3 +187,17 @@ def test_workers_share_the_subscription_and_every_message_lands_once(
     assert sorted(int(m.value()) for m in records) == list(range(400))
     assert all(m.key() == b"car%d" % (int(m.value()) % 5) for m in records)
     assert bridge.stats.acked == 400 and bridge.stats.dead_lettered == 0
+
+
+def test_a_missing_target_topic_is_one_clear_error_at_start(
+    mosquitto: tuple[str, int], kafka_settings: Settings, unique: Callable[[str], str], tmp_path: Path
+) -> None:
+    host, port = mosquitto
+    missing = unique("missing")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMML_")}
+    env.update({"STREAMML_BOOTSTRAP": str(kafka_settings.bootstrap), "STREAMML_HOME": str(tmp_path / "cli-home")})
+    cmd = [STREAMML, "mqtt", "bridge", "--mqtt", f"{host}:{port}", "--map", f"vehicles/{{car}}={missing}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60, check=False)
+    assert proc.returncode == 4
+    assert f"topic '{missing}' does not exist" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 
 from streamml.cli.state import state
-from streamml.errors import BrokerError, ConfigError
+from streamml.errors import BrokerError, ConfigError, TopicNotFoundError
 from streamml.ingest.mqtt import BridgeOptions, MqttBridge, parse_rules
 from streamml.kafka import Admin, client_config
 from streamml.kafka.mosquitto import LocalMosquitto, parse_address
@@ -89,7 +89,11 @@ def bridge(
     host, port = parse_address(mqtt)
     config = client_config(settings)
     dlq = dead_letter or dead_letter_topic(settings.service_id, f"MQTT_{client_id}".upper())
-    Admin(config).create_topic(dlq, partitions=1, if_not_exists=True)
+    admin = Admin(config)
+    for rule in rules:  # a fixed target must exist (a templated one is checked by its first delivery)
+        if "{" not in rule.kafka_topic and not admin.exists(rule.kafka_topic):
+            raise TopicNotFoundError(rule.kafka_topic)
+    admin.create_topic(dlq, partitions=1, if_not_exists=True)
     options = BridgeOptions(
         host=host, port=port, client_id=client_id, workers=workers, format=fmt,  # type: ignore[arg-type]
         dead_letter_topic=dlq, receive_maximum=receive_maximum, stats_every_s=stats_every,
