@@ -6,9 +6,9 @@ beginning, the end, an offset or a timestamp. Transactional input is read ``read
 librdkafka fetches ahead of the application, and checks its limits per partition: each partition's fetch
 queue stops growing at ``queued.min.messages`` records or ``queued.max.messages.kbytes``, overshot by up to
 one fetch (``max.partition.fetch.bytes``), and a full queue waits ``fetch.queue.backoff.ms`` before the next
-fetch. With its defaults (100,000 records, 64 MiB, 1 MiB, 1 s) a worker on a backlog held ~130 MiB it had
-not asked for; ours keep ~3 MiB per partition ahead and refill after 20 ms, so a poll still returns full
-batches from a few partitions without slowing the loop. ``properties`` override them.
+fetch. Its defaults (100,000 records, 64 MiB, 1 MiB, 1 s) let a worker on a backlog hold up to ~65 MiB per
+partition that it has not asked for yet. Ours keep ~3 MiB per partition ahead and refill after 20 ms, so a poll
+still returns full batches from a few partitions without slowing the loop. ``properties`` override them.
 """
 
 from __future__ import annotations
