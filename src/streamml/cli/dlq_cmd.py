@@ -8,7 +8,8 @@ from rich.table import Table
 
 from streamml.cli.state import state
 from streamml.kafka import Admin, BatchConsumer, Producer, client_config
-from streamml.runtime.deadletter import H_KIND, H_MESSAGE, H_OFFSET, H_PARTITION, H_TOPIC, header_dict
+from streamml.kafka.headers import H_KIND, H_MESSAGE, H_OFFSET, H_PARTITION, H_TOPIC
+from streamml.runtime.deadletter import header_dict
 from streamml.runtime.naming import dead_letter_topic
 
 app = typer.Typer(help="Dead letters of persistent queries.", no_args_is_help=True)

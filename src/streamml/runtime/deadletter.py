@@ -6,18 +6,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from streamml.kafka.consumer import RecordBatch
-
-H_KIND = "streamml.error.kind"
-H_MESSAGE = "streamml.error.message"
-H_TOPIC = "streamml.source.topic"
-H_PARTITION = "streamml.source.partition"
-H_OFFSET = "streamml.source.offset"
-H_QUERY = "streamml.query"
-H_MODEL = "streamml.model.version"
-H_TRUNCATED = "streamml.error.truncated-from"
-
-#: longest value a dead letter keeps (a dead-letter topic takes 1 MB records by default)
-MAX_VALUE_BYTES = 256 * 1024
+from streamml.kafka.headers import (
+    H_KIND,
+    H_MESSAGE,
+    H_MODEL,
+    H_OFFSET,
+    H_PARTITION,
+    H_QUERY,
+    H_TOPIC,
+    H_TRUNCATED,
+    MAX_VALUE_BYTES,
+)
 
 
 @dataclass

@@ -49,7 +49,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from streamml.errors import BrokerError, KafkaError
 from streamml.ingest.mqtt.rules import Router, Rule
 from streamml.kafka.cluster import translate
-from streamml.runtime.deadletter import H_KIND, H_MESSAGE, H_QUERY, H_TOPIC, H_TRUNCATED, MAX_VALUE_BYTES
+from streamml.kafka.headers import H_KIND, H_MESSAGE, H_QUERY, H_TOPIC, H_TRUNCATED, MAX_VALUE_BYTES
 
 log = logging.getLogger(__name__)
 
