@@ -64,6 +64,15 @@ def wait_output(admin: Admin, topic: str, at_least: int, proc: subprocess.Popen[
     raise AssertionError(f"{topic} never reached {at_least} records")
 
 
+def latest_counts(config: dict, topic: str) -> dict[bytes | None, int]:
+    """The latest committed count per windowed key of a counts table's topic."""
+    latest: dict[bytes | None, int] = {}
+    for key, value in read_all(config, topic):
+        assert value is not None
+        latest[key] = orjson.loads(value)["N"]
+    return latest
+
+
 def test_kill_9_and_restart_is_exactly_once(
     bootstrap: str,
     kafka_config: dict,
@@ -108,11 +117,10 @@ def test_kill_9_and_restart_is_exactly_once(
     second = start_runner(env, pipeline)
     try:
         deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            if len(read_all(kafka_config, copied)) >= n:
+        while time.monotonic() < deadline:  # both queries have caught up (a count above n fails below)
+            if len(read_all(kafka_config, copied)) >= n and sum(latest_counts(kafka_config, counts).values()) >= n:
                 break
             time.sleep(1)
-        time.sleep(2)  # let the stateful query catch up
     finally:
         second.send_signal(signal.SIGTERM)
         second.wait(60)
@@ -121,10 +129,7 @@ def test_kill_9_and_restart_is_exactly_once(
     committed = read_all(kafka_config, copied)
     assert len(committed) == n, f"every input record exactly once in the committed output\n{logs}"
 
-    latest: dict[bytes | None, int] = {}
-    for key, value in read_all(kafka_config, counts):
-        assert value is not None
-        latest[key] = orjson.loads(value)["N"]
+    latest = latest_counts(kafka_config, counts)
     expected = Counter((f"car{i % 10}", (i % 1000) * 1000 // 300_000) for i in range(n))
     assert sum(latest.values()) == n, "windowed counts neither lose nor double count across the crash"
     assert len(latest) == len(expected)
