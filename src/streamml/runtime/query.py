@@ -40,6 +40,7 @@ from streamml.runtime.naming import changelog_topic, dead_letter_topic, group_id
 from streamml.runtime.options import ErrorPolicy, Guarantee, RuntimeOptions
 from streamml.runtime.predict import ModelProvider
 from streamml.runtime.tables import TableFeed
+from streamml.runtime.topics import ensure_changelog_topic, ensure_dead_letter_topic
 from streamml.sql import BatchResult, QueryPlan, Source
 from streamml.sql.plan import STREAM_STREAM_JOIN, STREAM_TABLE_JOIN
 
@@ -97,19 +98,8 @@ class PersistentQuery:
         self.sink_codec = SinkCodec(plan, sink, settings, extra)
         self.sink_topic = sink.topic
         self.dlq_topic = dead_letter_topic(settings.service_id, query_id)
-        self.changelog = (
-            Changelog(
-                self.config,
-                self.admin,
-                changelog_topic(settings.service_id, query_id),
-                partitions=max(
-                    len(self.admin.describe_topic(t, with_offsets=False).partitions) for t in self.stream_topics
-                ),
-            )
-            if plan.stateful and self.table_source is None
-            else None
-        )
-        self.admin.create_topic(self.dlq_topic, partitions=1, if_not_exists=True)
+        #: the state of a stateful query (no table join), set by :meth:`ensure_topics`
+        self.changelog: Changelog | None = None
         self.checkpoint: Checkpoint | None = None
         #: largest record (key + value) the sink topic takes; bigger outputs are produce-stage failures
         self.max_record_bytes = 0
@@ -139,7 +129,17 @@ class PersistentQuery:
         self._spent: dict[str, float] = dict.fromkeys(_PROCESS_STAGES, 0.0)
 
     # -- lifecycle ----------------------------------------------------------------------------------------
+    def ensure_topics(self) -> None:
+        """Create the query's dead-letter topic and, for a stateful query, its changelog (one partition per
+        source partition) where they are missing; called when the query starts."""
+        ensure_dead_letter_topic(self.admin, self.dlq_topic)
+        if self.plan.stateful and self.table_source is None:
+            topic = changelog_topic(self.settings.service_id, self.query_id)
+            sources = max(len(self.admin.describe_topic(t, with_offsets=False).partitions) for t in self.stream_topics)
+            self.changelog = Changelog(self.config, topic, ensure_changelog_topic(self.admin, topic, sources))
+
     def _open(self) -> None:
+        self.ensure_topics()
         reset = "latest" if self.properties.get("auto.offset.reset", "earliest").lower() == "latest" else "earliest"
         if self.table_source is not None:
             codec = self.codecs[self.table_source.topic]
