@@ -75,6 +75,11 @@ class RecordBatch:
     def __len__(self) -> int:
         return len(self._messages)
 
+    def take(self, rows: np.ndarray | list[int]) -> RecordBatch:
+        """The records at ``rows``, in that order, as a batch of their own."""
+        messages = self._messages
+        return RecordBatch([messages[i] for i in np.asarray(rows, np.int64).tolist()])
+
     @cached_property
     def values(self) -> list[bytes | None]:
         return [m.value() for m in self._messages]

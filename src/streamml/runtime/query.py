@@ -350,8 +350,8 @@ class PersistentQuery:
             side = "right" if self.plan.join is not None and topics[0] == self.plan.join.right.topic else "left"
             parts = [(side, None)]
         for side, rows in parts:
-            sub = batch if rows is None else _Subset(batch, rows)
-            self._process_side(sub, side, dead, model_version, touched, decoded if rows is None else None)  # type: ignore[arg-type]
+            sub = batch if rows is None else batch.take(rows)
+            self._process_side(sub, side, dead, model_version, touched, decoded if rows is None else None)
         if len(dead):
             started = time.perf_counter()
             self.checkpoint.produce(self.dlq_topic, dead.values, dead.keys, headers=dead.headers)
@@ -518,7 +518,7 @@ class PersistentQuery:
         reasons = [self._refused.pop((batch.topics[i], int(batch.partitions[i]), int(batch.offsets[i]))) for i in hits]
         self._reject(batch, list(zip(hits, reasons, strict=True)), "produce", dead, model_version)
         keep = np.setdiff1d(np.arange(len(batch)), hits)
-        return _Subset(batch, keep)  # type: ignore[return-value]
+        return batch.take(keep)
 
     # -- transactions -------------------------------------------------------------------------------------
     def _commit(self) -> None:
@@ -592,44 +592,3 @@ class _ChangelogState:
     def reload(self, partitions: set[int]) -> None:
         assert self.query.changelog is not None
         self.query.changelog.restore(self.query.executor, partitions)  # replaces those partitions' state
-
-
-class _Subset:
-    """The records at ``rows`` of a batch, with the same column interface as :class:`RecordBatch`."""
-
-    def __init__(self, batch: RecordBatch, rows: np.ndarray) -> None:
-        self._batch, self._rows = batch, rows
-
-    def __len__(self) -> int:
-        return len(self._rows)
-
-    def _pick(self, values: list[Any]) -> list[Any]:
-        return [values[i] for i in self._rows]
-
-    @property
-    def values(self) -> list[bytes | None]:
-        return self._pick(self._batch.values)
-
-    @property
-    def keys(self) -> list[bytes | None]:
-        return self._pick(self._batch.keys)
-
-    @property
-    def topics(self) -> list[str | None]:
-        return self._pick(self._batch.topics)
-
-    @property
-    def headers(self) -> list[Any]:
-        return self._pick(self._batch.headers)
-
-    @property
-    def timestamps(self) -> np.ndarray:
-        return self._batch.timestamps[self._rows]
-
-    @property
-    def partitions(self) -> np.ndarray:
-        return self._batch.partitions[self._rows]
-
-    @property
-    def offsets(self) -> np.ndarray:
-        return self._batch.offsets[self._rows]
