@@ -15,14 +15,15 @@ from collections.abc import Callable
 import pytest
 
 from streamml.kafka import BatchConsumer, Producer
-from streamml.kafka.consumer import PARTITION_FETCH_MAX_BYTES, PREFETCH_KBYTES
+from streamml.kafka.consumer import FETCH_MAX_BYTES, PARTITION_FETCH_MAX_BYTES, PREFETCH_KBYTES
 
 pytestmark = pytest.mark.broker
 
 RECORD = 1000
 PARTITIONS = 2
-#: librdkafka checks the limit per partition, and a fetch in flight may overshoot it by one partition's share
-BOUND = PARTITIONS * (PREFETCH_KBYTES * 1024 + PARTITION_FETCH_MAX_BYTES)
+#: librdkafka checks the limit per partition, and the fetches in flight may overshoot it: by a partition's
+#: share each, and by one whole fetch response at most
+BOUND = PARTITIONS * (PREFETCH_KBYTES * 1024 + PARTITION_FETCH_MAX_BYTES) + FETCH_MAX_BYTES
 
 
 class FetchQueue:
@@ -97,7 +98,7 @@ def test_consumer_properties_override_the_prefetch_bounds(kafka_config: dict, to
         producer.flush()
     queue = FetchQueue()
     deep = {
-        "queued.max.messages.kbytes": 4 * PREFETCH_KBYTES,
+        "queued.max.messages.kbytes": 8 * PREFETCH_KBYTES,
         "queued.min.messages": 10 * records,
         "statistics.interval.ms": 100,
         "stats_cb": queue,
