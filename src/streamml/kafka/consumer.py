@@ -7,8 +7,8 @@ librdkafka fetches ahead of the application, and checks its limits per partition
 queue stops growing at ``queued.min.messages`` records or ``queued.max.messages.kbytes``, overshot by up to
 one fetch (``max.partition.fetch.bytes``), and a full queue waits ``fetch.queue.backoff.ms`` before the next
 fetch. Its defaults (100,000 records, 64 MiB, 1 MiB, 1 s) let a worker on a backlog hold up to ~65 MiB per
-partition that it has not asked for yet. Ours keep ~3 MiB per partition ahead and refill after 20 ms, so a poll
-still returns full batches from a few partitions without slowing the loop. ``properties`` override them.
+partition that it has not asked for yet. Ours keep ~9 MiB per partition ahead (a full batch of ~800-byte records)
+and refill after 20 ms, so a poll still returns full batches without slowing the loop. ``properties`` override them.
 """
 
 from __future__ import annotations
@@ -34,8 +34,9 @@ Start = Literal["earliest", "latest"] | int
 
 #: records librdkafka tries to keep fetched ahead per partition: two of the Runner's default batches
 PREFETCH_RECORDS = 20_000
-#: the most data (KiB) kept fetched ahead per partition (librdkafka checks it per partition's queue)
-PREFETCH_KBYTES = 2 * 1024
+#: the most data (KiB) kept fetched ahead per partition (librdkafka checks it per partition's queue): one full
+#: batch of typical records; less makes batches smaller, and state writes and commits per record dearer
+PREFETCH_KBYTES = 8 * 1024
 #: one fetch request (all partitions on a broker) and its share per partition: a record larger than either
 #: is still returned whole, so these bound memory, not the largest record
 FETCH_MAX_BYTES = 4 * 1024 * 1024
