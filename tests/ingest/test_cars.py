@@ -31,6 +31,7 @@ from streamml.ingest.cars import (
     parse_failure_rates,
 )
 from streamml.kafka import BatchConsumer
+from streamml.kafka.process import free_port
 from tests.conftest import STREAMML
 from tests.sql.conftest import CAR_DDL
 
@@ -222,12 +223,6 @@ def test_repaired_cars_return_to_their_baseline(history: pa.Table) -> None:
 # ---------------------------------------------------------------------- publishing
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def mqtt_port(tmp_path: Path) -> Iterator[int]:
     """A Mosquitto broker on a free port: the project's lifecycle class, else the Debian binary directly."""
@@ -245,7 +240,7 @@ def mqtt_port(tmp_path: Path) -> Iterator[int]:
         finally:
             broker.stop()
         return
-    port = _free_port()
+    port = free_port()
     conf = tmp_path / "mosquitto.conf"
     conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n")
     proc = subprocess.Popen(["/usr/sbin/mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL,
@@ -299,7 +294,7 @@ def test_cli_publishes_each_reading_to_its_cars_mqtt_topic(mqtt_port: int, tmp_p
 
 
 def test_publisher_names_an_unreachable_broker() -> None:
-    port = _free_port()
+    port = free_port()
     with pytest.raises(BrokerError, match=f"cannot reach the MQTT broker at 127.0.0.1:{port}"):
         MqttPublisher("127.0.0.1", port, timeout_s=2)
 

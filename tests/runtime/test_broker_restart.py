@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,6 +11,7 @@ import pytest
 
 from streamml.config import Settings
 from streamml.kafka import Admin, BatchConsumer, LocalBroker, Producer, client_config
+from streamml.kafka.process import free_port
 from streamml.runtime.options import RuntimeOptions
 from streamml.runtime.runner import Runner
 from streamml.runtime.session import Session, wait_for
@@ -21,16 +21,10 @@ pytestmark = [pytest.mark.broker, pytest.mark.slow]
 RECORDS = 40_000
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def own_broker(tmp_path: Path) -> Iterator[tuple[LocalBroker, Settings]]:
     """A broker of this test's own, on fixed ports, so it can be stopped and started again."""
-    settings = Settings(home=tmp_path, broker_port=_free_port(), controller_port=_free_port(), broker_heap="512m")
+    settings = Settings(home=tmp_path, broker_port=free_port(), controller_port=free_port(), broker_heap="512m")
     broker = LocalBroker(settings)
     info = broker.start()
     try:

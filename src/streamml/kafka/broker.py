@@ -8,17 +8,12 @@ waits for a real metadata response; ``stop`` is graceful first, forced after a t
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import logging
-import os
 import shutil
-import signal
-import socket
 import subprocess
 import time
 import uuid
-from collections import deque
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
@@ -27,6 +22,7 @@ from confluent_kafka.admin import AdminClient
 
 from streamml.config import Settings
 from streamml.errors import BrokerError
+from streamml.kafka.process import alive, free_port, port_free, read_state, tail, terminate
 
 log = logging.getLogger(__name__)
 
@@ -130,29 +126,10 @@ class LocalBroker:
         return self.jar_dir
 
     # -- state --------------------------------------------------------------------------------------------
-    def _read_state(self) -> dict[str, object] | None:
-        try:
-            state: dict[str, object] = json.loads(self.state_file.read_text())
-        except (OSError, ValueError):
-            return None
-        return state
-
-    def _alive(self, pid: int) -> bool:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        try:  # a zombie child counts as gone
-            return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-        except OSError:
-            return True
-
     def status(self) -> BrokerInfo:
         """Whether the local broker runs, and where."""
-        state = self._read_state()
-        if not state or not self._alive(int(state["pid"])):  # type: ignore[call-overload]
+        state = read_state(self.state_file)
+        if not state or not alive(int(state["pid"])):  # type: ignore[call-overload]
             return BrokerInfo(running=False, home=str(self.root))
         return BrokerInfo(
             running=True,
@@ -173,10 +150,10 @@ class LocalBroker:
         if java is None:
             raise BrokerError("Java is not installed", hint="install a Java 17+ runtime (scripts/setup.sh)")
         jars = self.ensure_jars()
-        port = self.settings.broker_port or _free_port()
-        controller_port = self.settings.controller_port or _free_port()
+        port = self.settings.broker_port or free_port()
+        controller_port = self.settings.controller_port or free_port()
         for p in (port, controller_port):
-            if not _port_free(p):
+            if not port_free(p):
                 raise BrokerError(
                     f"port {p} is already in use",
                     hint="set STREAMML_BROKER_PORT / STREAMML_CONTROLLER_PORT (0 picks a free port)",
@@ -206,7 +183,7 @@ class LocalBroker:
         try:
             wait_until_ready(bootstrap, timeout_s, alive=lambda: proc.poll() is None)
         except BrokerError as exc:
-            self._kill(proc.pid, timeout_s=5)
+            terminate(proc.pid, 5, "broker")
             self.state_file.unlink(missing_ok=True)
             raise BrokerError(f"{exc.message}; last log lines: {self.tail(5)}", hint=f"see {self.log_file}") from None
         return self.status()
@@ -226,35 +203,13 @@ class LocalBroker:
         if not info.running or info.pid is None:
             self.state_file.unlink(missing_ok=True)
             return False
-        self._kill(info.pid, timeout_s)
+        terminate(info.pid, timeout_s, "broker")
         self.state_file.unlink(missing_ok=True)
         return True
 
-    def _kill(self, pid: int, timeout_s: float) -> None:
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if not self._alive(pid):
-                _reap(pid)
-                return
-            time.sleep(0.1)
-        log.warning("broker pid %s did not stop within %.0f s; killing it", pid, timeout_s)
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            return
-        _reap(pid)
-
     def tail(self, lines: int = 50) -> str:
-        """The last ``lines`` lines of the broker log."""
-        try:
-            with self.log_file.open(errors="replace") as f:
-                return "".join(deque(f, maxlen=lines)).rstrip()
-        except OSError:
-            return ""
+        """The last ``lines`` lines of the log."""
+        return tail(self.log_file, lines)
 
 
 def wait_until_ready(bootstrap: str, timeout_s: float, alive: object = None) -> None:
@@ -281,25 +236,3 @@ class _QuietLogger(logging.Logger):
 
 
 _quiet = _QuietLogger("streamml.kafka.quiet")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _port_free(port: int) -> bool:
-    """Whether the broker could listen on ``port`` (as it does, ignoring sockets in TIME_WAIT)."""
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
-def _reap(pid: int) -> None:
-    with contextlib.suppress(ChildProcessError):  # not our child
-        os.waitpid(pid, os.WNOHANG)

@@ -18,17 +18,15 @@ import logging
 import os
 import pwd
 import shutil
-import signal
 import socket
 import subprocess
 import time
-from collections import deque
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from streamml.config import Settings
 from streamml.errors import BrokerError
-from streamml.kafka.broker import _free_port, _port_free, _reap
+from streamml.kafka.process import alive, free_port, port_free, read_state, tail, terminate
 
 log = logging.getLogger(__name__)
 
@@ -98,30 +96,10 @@ class LocalMosquitto:
         self.executable = executable or shutil.which("mosquitto") or MOSQUITTO
 
     # -- state --------------------------------------------------------------------------------------------
-    def _read_state(self) -> dict[str, object] | None:
-        try:
-            state: dict[str, object] = json.loads(self.state_file.read_text())
-        except (OSError, ValueError):
-            return None
-        return state
-
-    @staticmethod
-    def _alive(pid: int) -> bool:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        try:  # a zombie child counts as gone
-            return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-        except OSError:
-            return True
-
     def status(self) -> MosquittoInfo:
         """Whether the local MQTT broker runs, and where."""
-        state = self._read_state()
-        if not state or not self._alive(int(state["pid"])):  # type: ignore[call-overload]
+        state = read_state(self.state_file)
+        if not state or not alive(int(state["pid"])):  # type: ignore[call-overload]
             return MosquittoInfo(running=False, home=str(self.root))
         return MosquittoInfo(
             running=True,
@@ -152,8 +130,8 @@ class LocalMosquitto:
         if current.running:
             return MosquittoInfo(**{**asdict(current), "already_running": True})
         version = self.version()
-        port = self.settings.mqtt_port or _free_port()
-        if not _port_free(port):
+        port = self.settings.mqtt_port or free_port()
+        if not port_free(port):
             raise BrokerError(f"port {port} is already in use", hint="set STREAMML_MQTT_PORT (0 picks a free port)")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -178,7 +156,7 @@ class LocalMosquitto:
         try:
             wait_until_ready("127.0.0.1", port, timeout_s, alive=lambda: proc.poll() is None)
         except BrokerError as exc:
-            self._kill(proc.pid, timeout_s=5)
+            terminate(proc.pid, 5, "Mosquitto")
             self.state_file.unlink(missing_ok=True)
             raise BrokerError(f"{exc.message}; last log lines: {self.tail(5)}", hint=f"see {self.log_file}") from None
         log.info("Mosquitto %s listening at %s (pid %s)", version, address, proc.pid)
@@ -190,35 +168,13 @@ class LocalMosquitto:
         if not info.running or info.pid is None:
             self.state_file.unlink(missing_ok=True)
             return False
-        self._kill(info.pid, timeout_s)
+        terminate(info.pid, timeout_s, "Mosquitto")
         self.state_file.unlink(missing_ok=True)
         return True
 
-    def _kill(self, pid: int, timeout_s: float) -> None:
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if not self._alive(pid):
-                _reap(pid)
-                return
-            time.sleep(0.05)
-        log.warning("Mosquitto pid %s did not stop within %.0f s; killing it", pid, timeout_s)
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            return
-        _reap(pid)
-
     def tail(self, lines: int = 50) -> str:
-        """The last ``lines`` lines of the broker log."""
-        try:
-            with self.log_file.open(errors="replace") as f:
-                return "".join(deque(f, maxlen=lines)).rstrip()
-        except OSError:
-            return ""
+        """The last ``lines`` lines of the log."""
+        return tail(self.log_file, lines)
 
 
 def wait_until_ready(host: str, port: int, timeout_s: float, alive: object = None) -> None:
