@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import threading
 import time
@@ -18,6 +17,7 @@ import orjson
 import pyarrow as pa
 import pytest
 
+from streamml.config import Settings
 from streamml.errors import BrokerError, InputError
 from streamml.ingest.car_stream import MqttPublisher, fleet_batches
 from streamml.ingest.cars import (
@@ -31,6 +31,7 @@ from streamml.ingest.cars import (
     parse_failure_rates,
 )
 from streamml.kafka import BatchConsumer
+from streamml.kafka.mosquitto import LocalMosquitto
 from streamml.kafka.process import free_port
 from tests.conftest import STREAMML
 from tests.sql.conftest import CAR_DDL
@@ -225,38 +226,14 @@ def test_repaired_cars_return_to_their_baseline(history: pa.Table) -> None:
 
 @pytest.fixture
 def mqtt_port(tmp_path: Path) -> Iterator[int]:
-    """A Mosquitto broker on a free port: the project's lifecycle class, else the Debian binary directly."""
+    """A Mosquitto broker on a free port, started by the project's lifecycle class."""
+    broker = LocalMosquitto(Settings(home=tmp_path, mqtt_port=0))
+    info = broker.start()
+    assert info.host_port is not None
     try:
-        from streamml.config import Settings
-        from streamml.kafka.mosquitto import LocalMosquitto
-    except ImportError:
-        LocalMosquitto = None
-    if LocalMosquitto is not None:
-        broker = LocalMosquitto(Settings(home=tmp_path, mqtt_port=0))
-        info = broker.start()
-        assert info.host_port is not None
-        try:
-            yield info.host_port[1]
-        finally:
-            broker.stop()
-        return
-    port = free_port()
-    conf = tmp_path / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n")
-    proc = subprocess.Popen(["/usr/sbin/mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
-    try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                time.sleep(0.05)
-        yield port
+        yield info.host_port[1]
     finally:
-        proc.terminate()
-        proc.wait(10)
+        broker.stop()
 
 
 def test_cli_publishes_each_reading_to_its_cars_mqtt_topic(mqtt_port: int, tmp_path: Path) -> None:
