@@ -204,6 +204,8 @@ def _stack(columns: list[Any], spec: TensorSpec) -> np.ndarray:
     arrays = [_as_array(column) for column in columns]
     if len(arrays) == 1 and arrays[0].ndim >= 2:
         return _cast(arrays[0], spec)
+    if spec.shape is not None and len(spec.shape) == 3 and arrays and all(a.ndim == 2 for a in arrays):
+        return _cast(np.stack(arrays, axis=-1), spec)  # one window per feature: [rows, steps, features]
     if spec.dtype == "string":
         return _cast(np.column_stack([a.astype(object) for a in arrays]), spec)
     return _cast(np.column_stack(arrays), spec)

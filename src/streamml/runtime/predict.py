@@ -62,8 +62,17 @@ class Served:
     def width(self) -> int | None:
         """How many feature columns the model reads, when its signature says so."""
         inputs = self.model.signature.inputs
-        if len(inputs) == 1 and inputs[0].shape and len(inputs[0].shape) == 2:
+        if len(inputs) == 1 and inputs[0].shape and len(inputs[0].shape) in (2, 3):
             dim = inputs[0].shape[-1]
+            return dim if isinstance(dim, int) else None
+        return None
+
+    @property
+    def window(self) -> int | None:
+        """How many readings a sequence model (input ``[N, steps, features]``) reads per window."""
+        inputs = self.model.signature.inputs
+        if len(inputs) == 1 and inputs[0].shape and len(inputs[0].shape) == 3:
+            dim = inputs[0].shape[1]
             return dim if isinstance(dim, int) else None
         return None
 
@@ -146,6 +155,14 @@ class ModelProvider:
         width = served.width
         if width is not None and len(columns) != width:
             raise ModelError(f"{FAILURE_PREFIX}'{ref}'): {served.label} reads {width} features, got {len(columns)}")
+        window = served.window
+        if window is not None:
+            steps = {c.type.list_size if pa.types.is_fixed_size_list(c.type) else None for c in columns}
+            if steps != {window}:
+                raise ModelError(
+                    f"{FAILURE_PREFIX}'{ref}'): {served.label} reads windows of {window} readings",
+                    hint=f"call it OVER (PARTITION BY key ROWS {window - 1} PRECEDING)",
+                )
         valid = _complete(ref, columns, reject)
         if valid is None:
             return self._score(ref, served, columns)
@@ -216,7 +233,14 @@ class ModelProvider:
         def result_type(arg_types: list[SqlType], constants: list[Any]) -> SqlType:
             if not constants or not isinstance(constants[0], str):
                 raise ModelError("PREDICT needs the model as a string literal first: PREDICT('fraud', col, ...)")
-            return parse_type(self.serve(constants[0]).sql_type)
+            served = self.serve(constants[0])
+            windowed = any(t.name == "ARRAY" for t in arg_types[1:])
+            if served.window is not None and not windowed:
+                raise ModelError(
+                    f"model {served.label} reads windows of {served.window} readings of one key",
+                    hint=f"call it OVER (PARTITION BY key ROWS {served.window - 1} PRECEDING)",
+                )
+            return parse_type(served.sql_type)
 
         def predict(model: pa.Array, *columns: pa.Array, reject: Reject) -> pa.StructArray:
             ref = model[0].as_py() if len(model) else ""
@@ -237,6 +261,7 @@ class ModelProvider:
             expand=features,
             stage="predict",
             rejects=True,
+            window=lambda constants: self.serve(str(constants[0])).window if constants and constants[0] else None,
         )
 
     def install(self, engine: SqlEngine) -> None:
@@ -278,7 +303,8 @@ def _moves(ref: str, event: ModelEvent) -> bool:
 
 
 def _incompatible(current: Served, candidate: Served) -> str | None:
-    if candidate.width != current.width or len(candidate.model.signature.inputs) != len(current.model.signature.inputs):
+    shape = (candidate.width, candidate.window, len(candidate.model.signature.inputs))
+    if shape != (current.width, current.window, len(current.model.signature.inputs)):
         return f"its inputs ({candidate.model.signature}) do not match the serving {current.label}"
     if candidate.sql_type != current.sql_type:
         return f"its output {candidate.sql_type} differs from {current.sql_type}"

@@ -12,17 +12,19 @@ from typing import Any
 from streamml.errors import SqlError
 from streamml.sql import ast
 from streamml.sql.catalog import PSEUDO_COLUMNS, STREAM, TABLE, WINDOW_COLUMNS, Catalog, Column, Source, suggest
-from streamml.sql.compiler import ErrorSite, ExpressionCompiler, Scope, ScopeColumn, quote
+from streamml.sql.compiler import ErrorSite, ExpressionCompiler, Scope, ScopeColumn, WindowCall, quote
 from streamml.sql.functions import AGGREGATES, Typed, sql_string
 from streamml.sql.joins_planner import plan_join
 from streamml.sql.plan import (
     AGGREGATE,
     DEFAULT_GRACE_MS,
+    SEQUENCE,
     STATELESS,
     AggregatePlan,
     OutputColumn,
     PlanNode,
     QueryPlan,
+    SequencePlan,
     Sink,
     WindowPlan,
 )
@@ -49,6 +51,27 @@ def _contains_aggregate(expr: ast.Expr | None) -> bool:
             if isinstance(item, tuple) and any(isinstance(i, ast.Expr) and _contains_aggregate(i) for i in item):
                 return True
     return False
+
+
+def _sequence_plan(calls: list[WindowCall], where: str | None) -> SequencePlan | None:
+    """The window step of a query with calls OVER a window of rows (``None`` without such calls)."""
+    if not calls:
+        return None
+    arguments: dict[str, int] = {}
+    for call in calls:
+        for arg in call.arguments:
+            if not arg.is_constant:
+                arguments.setdefault(arg.sql, len(arguments))
+    columns = [f"CAST({calls[0].partition.sql} AS VARCHAR) AS __wkey"]
+    columns += [f"CAST({sql} AS DOUBLE) AS __wa{j}" for sql, j in arguments.items()]
+    pre = f"SELECT *, {', '.join(columns)} FROM __input" + (f" WHERE {where}" if where else "")
+    return SequencePlan(pre, tuple(calls), arguments)
+
+
+def _sequence_node(plan: SequencePlan, child: PlanNode) -> PlanNode:
+    details = [f"{call.label} -> __win{call.index} {call.result_type}" for call in plan.calls]
+    details.append(f"state: the last {plan.history} rows of every key (changelog), per partition")
+    return PlanNode("WINDOW ROWS", tuple(details), (child,))
 
 
 def _auto_name(expr: ast.Expr, counter: list[int]) -> str:
@@ -306,9 +329,15 @@ class Analyzer:
     def _plan_stateless(self, query: ast.Query, text: str) -> QueryPlan:
         source, scope = self._source_scope(query.source, "")
         compiler = ExpressionCompiler(
-            scope, self.udfs, self.text, row_id=quote("__row"), aliases=self.catalog.functions
+            scope, self.udfs, self.text, row_id=quote("__row"), aliases=self.catalog.functions, windows=True
         )
         where = self._where_sql(query, compiler)
+        if compiler.window_calls and query.where is not None:
+            raise self._err(
+                "calls OVER a window are not allowed in WHERE (it filters the rows the windows are made of)",
+                query.where.pos,
+                "filter their results in a query reading this one's output",
+            )
         items = self._expand(query, scope, [(source, query.source.alias or source.name)], compiler)
         outputs = [OutputColumn(i.name, i.typed.type) for i in items]
         key_names: set[str] = set()
@@ -343,10 +372,14 @@ class Analyzer:
             if by_name[o.name].typed.sql in input_columns
         }
         select = [f"{by_name[o.name].typed.sql} AS {quote(o.name)}" for o in order if o.name not in passthrough]
+        sequence = _sequence_plan(compiler.window_calls or [], where)
+        if sequence is not None:
+            node = _sequence_node(sequence, node)
         node = PlanNode("PROJECT", tuple(f"{o.name} := {by_name[o.name].typed.sql}" for o in order), (node,))
-        main = self._main_sql(select, "__input", where, compiler, "")
+        main = self._main_sql(select, "__input", None if sequence else where, compiler, "")
         return QueryPlan(
-            kind=STATELESS,
+            kind=SEQUENCE if sequence else STATELESS,
+            sequence=sequence,
             passthrough=passthrough,
             text=text,
             sources=(source,),

@@ -50,12 +50,23 @@ class ColumnRef(Expr):
 
 
 @dataclass(frozen=True, kw_only=True)
+class Over:
+    """``OVER (PARTITION BY partition [ROWS n PRECEDING])``: the call sees the last ``rows`` rows of its
+    partition (``rows`` = n + 1, the current row included; ``None`` when the statement names no frame)."""
+
+    partition: Expr
+    rows: int | None = None
+    pos: Pos = field(default=NOWHERE, compare=False, repr=False)
+
+
+@dataclass(frozen=True, kw_only=True)
 class FunctionCall(Expr):
-    """``name(args)``; ``star`` is set for ``COUNT(*)``."""
+    """``name(args)``; ``star`` is set for ``COUNT(*)``; ``over`` for a call over a window of rows."""
 
     name: str
     args: tuple[Expr, ...] = ()
     star: bool = False
+    over: Over | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -97,8 +97,30 @@ class UdfUse:
     row_ids: bool = False
 
 
+@dataclass(frozen=True)
+class WindowCall:
+    """A user function called ``OVER (PARTITION BY ... ROWS n PRECEDING)``: ``__win{index}`` of the input.
+
+    ``arguments`` are the call's arguments: constants stay constants; every other argument is numeric and
+    reaches the function as a list of its last ``rows`` values in the partition (oldest first).
+    """
+
+    index: int
+    function: UserFunction
+    arguments: tuple[Typed, ...]
+    result_type: SqlType
+    partition: Typed
+    rows: int
+
+    @property
+    def label(self) -> str:
+        args = ", ".join(a.sql for a in self.arguments)
+        return f"{self.function.name}({args}) OVER (PARTITION BY {self.partition.sql} ROWS {self.rows - 1} PRECEDING)"
+
+
 class ExpressionCompiler:
-    """Compiles expressions against one scope; collects casts, UDF uses and (in aggregate mode) aggregates."""
+    """Compiles expressions against one scope; collects casts, UDF uses, window calls and (in aggregate mode)
+    aggregates."""
 
     def __init__(
         self,
@@ -110,8 +132,12 @@ class ExpressionCompiler:
         output_scope: Scope | None = None,
         row_id: str | None = None,
         aliases: Mapping[str, FunctionAlias] | None = None,
+        windows: bool = False,
     ) -> None:
         self.scope = scope
+        #: calls OVER a window of rows, when the query allows them (``None``: it does not)
+        self.window_calls: list[WindowCall] | None = [] if windows else None
+        self._in_window = False
         #: functions defined in SQL (``CREATE FUNCTION``), by upper-case name
         self.aliases = aliases or {}
         #: the SQL of every user function call compiled, in order (a repeated call is computed once per batch)
@@ -325,7 +351,7 @@ class ExpressionCompiler:
         alias = self.aliases.get(e.name.upper())
         if alias is not None and e.name not in SCALARS and self.udfs.get(e.name) is None:
             constants = tuple(ast.Literal(value=c, kind=_literal_kind(c), pos=e.pos) for c in alias.constants)
-            body: ast.Expr = ast.FunctionCall(name=alias.target, args=(*constants, *e.args), pos=e.pos)
+            body: ast.Expr = ast.FunctionCall(name=alias.target, args=(*constants, *e.args), over=e.over, pos=e.pos)
             for name in alias.fields:
                 body = ast.Dereference(base=body, field=name, pos=e.pos)
             return sub(body)
@@ -338,6 +364,8 @@ class ExpressionCompiler:
             except SqlError as exc:
                 raise self.where.error(exc.message, e.pos, exc.hint) from None
             e = replace(e, args=(*e.args, *(ast.ColumnRef(name=n.upper(), pos=e.pos) for n in names)))
+        if e.over is not None:
+            return self._window_call(user, e, sub)
         args = [sub(a) for a in e.args]
         builtin = SCALARS.get(e.name)
         if builtin is not None:
@@ -351,6 +379,55 @@ class ExpressionCompiler:
             return self._user_call(user, e, args)
         known = list(SCALARS) + list(AGGREGATES) + self.udfs.names()
         raise self.where.error(f"unknown function '{e.name}'", e.pos, suggest(e.name, known))
+
+    def _window_call(self, user: UserFunction | None, e: ast.FunctionCall, sub: Any) -> Typed:
+        over = e.over
+        assert over is not None
+        if user is None:
+            raise self.where.error(f"OVER (...) applies to user functions such as PREDICT, not to {e.name}", over.pos)
+        if self.window_calls is None:
+            raise self.where.error("calls OVER a window are not supported in aggregations, joins or WHERE", over.pos)
+        if self._in_window:
+            raise self.where.error("a call OVER a window cannot be nested in another one", over.pos)
+        self._in_window = True
+        try:
+            partition = sub(over.partition)
+            args = [sub(a) for a in e.args]
+        finally:
+            self._in_window = False
+        for arg, node in zip(args, e.args, strict=True):
+            if not arg.is_constant and not arg.type.is_numeric:
+                raise self.where.error(
+                    f"arguments of {e.name}(...) OVER a window must be numeric or constant, got {arg.type}", node.pos
+                )
+        constants = [a.value if a.is_constant else None for a in args]
+        expected = user.window(constants) if user.window else None
+        if over.rows is not None and expected is not None and over.rows != expected:
+            raise self.where.error(
+                f"{e.name}(...) reads windows of {expected} rows, this frame has {over.rows}",
+                over.pos,
+                f"write ROWS {expected - 1} PRECEDING, or leave the frame out",
+            )
+        rows = over.rows if over.rows is not None else expected
+        if rows is None:
+            raise self.where.error(
+                f"{e.name}(...) OVER needs a frame", over.pos, "write OVER (PARTITION BY key ROWS 9 PRECEDING)"
+            )
+        windowed = [a.type if a.is_constant else SqlType.array(DOUBLE) for a in args]
+        try:
+            result = user.result_type(windowed, constants)
+        except SqlError as exc:
+            raise self.where.error(exc.message, e.pos, exc.hint) from None
+        for call in self.window_calls:
+            if call.partition.sql != partition.sql:
+                raise self.where.error(
+                    "every call OVER a window in a query needs the same PARTITION BY", over.partition.pos
+                )
+            if call.function is user and call.arguments == tuple(args) and call.rows == rows:
+                return Typed(quote(f"__win{call.index}"), call.result_type)
+        index = len(self.window_calls)
+        self.window_calls.append(WindowCall(index, user, tuple(args), result, partition, rows))
+        return Typed(quote(f"__win{index}"), result)
 
     def _user_call(self, user: UserFunction, e: ast.FunctionCall, args: list[Typed]) -> Typed:
         arg_types = [a.type for a in args]

@@ -32,6 +32,7 @@ from streamml.sql.compiler import quote
 from streamml.sql.functions import MACROS
 from streamml.sql.join import StreamBuffers, TableState
 from streamml.sql.plan import AGGREGATE, STREAM_STREAM_JOIN, STREAM_TABLE_JOIN, QueryPlan
+from streamml.sql.sequences import SequenceState
 from streamml.sql.session import SessionState
 from streamml.sql.udf import CallFailures
 
@@ -142,6 +143,7 @@ class QueryExecutor:
         self.table_state = (
             TableState(self.con, plan.join.right) if plan.kind == STREAM_TABLE_JOIN and plan.join else None
         )
+        self.sequence = SequenceState(self.con, plan.sequence) if plan.sequence is not None else None
         self.buffers = None
         if plan.kind == STREAM_STREAM_JOIN and plan.join is not None and plan.join.within is not None:
             self.buffers = StreamBuffers(self.con, plan.join.within, plan.join.grace_ms)
@@ -253,14 +255,22 @@ class QueryExecutor:
             return self._execute_stream_join(table, side, partition)
         if self.plan.kind == AGGREGATE:
             return self._execute_aggregate(table, partition)
+        n_in, failures = table.num_rows, list[RowFailure]()
+        if self.sequence is not None and self.plan.sequence is not None:
+            table, failures = self._isolating(self.plan.sequence.pre_sql, table)
+            if table is None:
+                return self._finish(None, failures, n_in, stateless=True)
+            table, aside = self.sequence.process(table, partition)
+            failures += [RowFailure(a.row, a.reason, a.stage) for a in aside]
+            failures.sort(key=lambda f: f.index)
         if self.table_state is not None:
             self.con.execute(
                 f"CREATE OR REPLACE TEMP VIEW __table AS SELECT * FROM {self.table_state.table(partition)}"
             )
-        out, failures = self._isolating(self.plan.main_sql, table)
+        out, more = self._isolating(self.plan.main_sql, table)
         if out is not None and self.plan.passthrough:
             out = self._add_passthrough(out, table)
-        return self._finish(out, failures, table.num_rows, stateless=True)
+        return self._finish(out, failures + more if failures else more, n_in, stateless=True)
 
     def _add_passthrough(self, out: pa.Table, table: pa.Table) -> pa.Table:
         """Attach the plainly projected input columns for the rows that made it into ``out``."""
@@ -419,6 +429,8 @@ class QueryExecutor:
         """Partitions that have state."""
         if self.aggregate is not None:
             return self.aggregate.partitions()
+        if self.sequence is not None:
+            return self.sequence.partitions()
         if self.table_state is not None:
             return self.table_state.partitions()
         return self.buffers.partitions() if self.buffers is not None else []
@@ -427,6 +439,8 @@ class QueryExecutor:
         """State of one partition as bytes (Arrow IPC), for a changelog or checkpoint."""
         if self.aggregate is not None:
             return self.aggregate.snapshot(partition)
+        if self.sequence is not None:
+            return self.sequence.snapshot(partition)
         if self.table_state is not None:
             return self.table_state.snapshot(partition)
         return self.buffers.snapshot(partition) if self.buffers is not None else b""
@@ -435,6 +449,8 @@ class QueryExecutor:
         """Restore one partition from :meth:`snapshot` bytes."""
         if self.aggregate is not None:
             self.aggregate.restore(partition, data)
+        elif self.sequence is not None:
+            self.sequence.restore(partition, data)
         elif self.table_state is not None:
             self.table_state.restore(partition, data)
         elif self.buffers is not None:
@@ -448,6 +464,8 @@ class QueryExecutor:
         """
         if self.aggregate is not None:
             return self.aggregate.changes(partition)
+        if self.sequence is not None:
+            return self.sequence.changes(partition)
         if self.table_state is not None:
             return self.table_state.changes(partition)
         if self.buffers is not None:
@@ -464,6 +482,8 @@ class QueryExecutor:
         over = base is not None
         if self.aggregate is not None:
             self.aggregate.load(partition, records, over=over)
+        elif self.sequence is not None:
+            self.sequence.load(partition, records, over=over)
         elif self.table_state is not None:
             self.table_state.load(partition, records, over=over)
         elif self.buffers is not None:

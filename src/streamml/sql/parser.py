@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -83,6 +84,10 @@ _NONRESERVED = frozenset(
         "DELETE",
         "OUTER",
         "FULL",
+        "ROWS",
+        "ROW",
+        "PRECEDING",
+        "CURRENT",
     ]
 )
 _EXPRESSION_STARTERS = {"CASE", "CAST", "NOT", "TRUE", "FALSE", "NULL", "STRING", "NUMBER", "PLUS", "MINUS", "LPAR"}
@@ -373,6 +378,20 @@ class _Builder(Transformer):
 
     def subscript(self, base: ast.Expr, index: ast.Expr) -> ast.Expr:
         return ast.Subscript(base=base, index=index, pos=base.pos)
+
+    def over(self, base: ast.Expr, kw: Token, _p: Token, _b: Token, partition: ast.Expr, rows: Any = None) -> ast.Expr:
+        if not isinstance(base, ast.FunctionCall) or base.over is not None:
+            raise SqlError("OVER (...) must follow a function call", line=kw.line, column=kw.column)
+        return replace(base, over=ast.Over(partition=partition, rows=rows, pos=_pos(kw)))
+
+    def frame(self, *parts: Token) -> int:
+        number = next(p for p in parts if p.type == "NUMBER")
+        text = str(number)
+        if not text.isdigit():
+            raise SqlError(
+                f"ROWS {text} PRECEDING: expected a whole number of rows", line=number.line, column=number.column
+            )
+        return int(text) + 1
 
     # ---- queries ----------------------------------------------------------------------------------------
     def star(self) -> ast.SelectItem:

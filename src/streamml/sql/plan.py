@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 
 from streamml.sql.catalog import Source
-from streamml.sql.compiler import AggregateCall, UdfUse
+from streamml.sql.compiler import AggregateCall, UdfUse, WindowCall
 from streamml.sql.types import SqlType
 
 if TYPE_CHECKING:
@@ -23,6 +23,8 @@ STATELESS = "STATELESS"
 AGGREGATE = "AGGREGATE"
 STREAM_TABLE_JOIN = "STREAM_TABLE_JOIN"
 STREAM_STREAM_JOIN = "STREAM_STREAM_JOIN"
+#: a stateless projection with calls OVER a window of rows per key (the rows are the state)
+SEQUENCE = "SEQUENCE"
 #: grace period of windows and join windows when the statement names none (as in ksqlDB)
 DEFAULT_GRACE_MS = 24 * 3_600_000
 
@@ -67,6 +69,23 @@ class AggregatePlan:
     emit_final: bool
     #: HAVING condition over the aggregation result (a key that stops satisfying it gets a tombstone)
     having: str | None = None
+
+
+@dataclass(frozen=True)
+class SequencePlan:
+    """Calls OVER a window of rows: ``pre_sql`` filters the input and adds ``__wkey`` (the partition key as
+    text) and ``__wa0``, ``__wa1``, ... (every distinct windowed argument, as DOUBLE); call ``i`` becomes
+    column ``__win{i}`` of the input of ``main_sql``."""
+
+    pre_sql: str
+    calls: tuple[WindowCall, ...]
+    #: argument SQL -> its ``__wa`` index
+    arguments: dict[str, int]
+
+    @property
+    def history(self) -> int:
+        """Rows kept per key: one less than the longest window."""
+        return max(call.rows for call in self.calls) - 1
 
 
 @dataclass(frozen=True)
@@ -115,6 +134,7 @@ class QueryPlan:
     where_sql: str | None = None
     aggregate: AggregatePlan | None = None
     join: JoinPlan | None = None
+    sequence: SequencePlan | None = None
     udfs: tuple[UdfUse, ...] = ()
     has_casts: bool = False
     limit: int | None = None

@@ -17,6 +17,10 @@ A function declared with ``rejects=True`` may set rows aside instead of failing 
 called with a keyword ``reject(mask, reason)``, returns NULL for the rows in ``mask``, and those rows become
 failures of its stage (by row, without re-running the batch). Where the query gives no row ids (inside an
 aggregation, say) ``reject`` raises, and the executor isolates the rows by re-running parts of the batch.
+
+Called ``OVER (PARTITION BY key ROWS n PRECEDING)``, a function sees windows instead of values: each
+non-constant argument arrives as a fixed-size list of that argument's last n + 1 values for the row's key
+(oldest first), one call per batch for the rows whose key has that many (see :mod:`streamml.sql.sequences`).
 """
 
 from __future__ import annotations
@@ -82,6 +86,9 @@ class UserFunction:
     stage: str = "evaluate"
     #: called with ``reject=(mask, reason)`` to set rows aside (see the module docstring)
     rejects: bool = False
+    #: for a call ``OVER (PARTITION BY ...)`` without ROWS: how many rows it reads, from its constant
+    #: arguments (a sequence model's window length); ``None``: the statement must say
+    window: Callable[[list[Any]], int | None] | None = None
 
     def result_type(self, arg_types: list[SqlType], constants: list[Any]) -> SqlType:
         """The SQL type of a call with these argument types (and literal values, where constant)."""
