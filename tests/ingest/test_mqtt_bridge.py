@@ -23,6 +23,8 @@ from streamml.config import Settings
 from streamml.ingest.mqtt import BridgeOptions, MqttBridge, parse_rules
 from streamml.kafka.mosquitto import LocalMosquitto
 from streamml.runtime.deadletter import H_KIND, H_MESSAGE, H_TOPIC, header_dict
+from streamml.runtime.observe import is_alive, read_status
+from streamml.runtime.session import wait_for
 
 pytestmark = [
     pytest.mark.broker,
@@ -151,6 +153,10 @@ def test_no_message_is_lost_when_the_bridge_is_killed_mid_stream(
             info.wait_for_publish(30)  # the broker has every message: it queues them for the bridge's session
         bridge = start_bridge()
         seen = consume(kafka_config, data, lambda r: len({orjson.loads(m.value())["seq"] for m in r}) >= total)
+        status = Settings(bootstrap=kafka_settings.bootstrap, service_id="streamml")
+        shown = wait_for(lambda: [q for w in read_status(status) if is_alive(w) for q in w["queries"]
+                                  if q["query"] == f"mqtt-bridge/bridge-{data}" and q["records_out"] > 0], 30, 0.5)  # fmt: skip
+        assert shown, "the running bridge is listed with its counters on the status topic"
     finally:
         killed.set()
         bridge.send_signal(signal.SIGTERM)

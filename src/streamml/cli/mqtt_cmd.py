@@ -15,6 +15,7 @@ from streamml.ingest.mqtt import BridgeOptions, MqttBridge, parse_rules
 from streamml.kafka import Admin, client_config
 from streamml.kafka.mosquitto import LocalMosquitto, parse_address
 from streamml.runtime.naming import dead_letter_topic
+from streamml.runtime.observe import StatusPublisher
 
 app = typer.Typer(help="Run the local MQTT broker (Mosquitto) and bridge MQTT into Kafka.", no_args_is_help=True)
 out = Console(highlight=False)
@@ -103,7 +104,11 @@ def bridge(
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())
     runner.start()
+    publisher = StatusPublisher(settings, lambda: {"queries": [runner.snapshot()], "refusals": []}).start()
     targets = ", ".join(f"{r.filter} -> {r.kafka_topic}" for r in rules)
     out.print(f"bridging MQTT {host}:{port} to Kafka: {targets} (dead letters: {dlq})", markup=False)
-    stats = runner.run(stopping)
+    try:
+        stats = runner.run(stopping)
+    finally:
+        publisher.stop()
     out.print(f"bridge stopped: {stats.line()}", markup=False)

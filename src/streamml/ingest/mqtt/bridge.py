@@ -77,6 +77,8 @@ class BridgeOptions:
     dead_letter_topic: str = "streamml_MQTT_STREAMML-BRIDGE_dlq"
     #: how long the broker keeps the session (and queues messages) while the bridge is away
     session_expiry_s: int = 7 * 24 * 3600
+    #: start a new session, dropping what the broker queued for this client id while it was away
+    fresh_session: bool = False
     #: unacknowledged messages the broker may send each client at once (MQTT 5 Receive Maximum)
     receive_maximum: int = 2000
     keepalive_s: int = 30
@@ -148,6 +150,7 @@ class MqttBridge:
         self._rejected: list[tuple[_Pending, bytes | None, bytes | None, str, str]] = []
         self._failure: KafkaError | None = None
         self._query = f"mqtt-bridge/{options.client_id}"
+        self.started_at = time.time()
         self.workers = [self._make_worker(i) for i in range(options.workers)]
 
     # -- MQTT side ----------------------------------------------------------------------------------------
@@ -198,7 +201,9 @@ class MqttBridge:
         where = f"{opts.host}:{opts.port}"
         for w in self.workers:
             try:
-                w.client.connect(opts.host, opts.port, opts.keepalive_s, clean_start=False, properties=props)
+                w.client.connect(
+                    opts.host, opts.port, opts.keepalive_s, clean_start=opts.fresh_session, properties=props
+                )
             except OSError as exc:
                 raise BrokerError(
                     f"cannot reach the MQTT broker at {where} ({exc})",
@@ -211,6 +216,20 @@ class MqttBridge:
                 if w.error or time.monotonic() > deadline:
                     self.close(drain=False)
                     raise BrokerError(w.error or f"no subscription confirmed by the MQTT broker at {where}")
+
+    def snapshot(self) -> dict[str, Any]:
+        """The bridge's counters shaped as a query's status (``streamml status`` lists it with the queries):
+        ``records_in`` received over MQTT, ``records_out`` written to Kafka, ``lag`` the messages received but
+        not acknowledged yet."""
+        s = self.stats
+        elapsed = time.time() - self.started_at
+        return {
+            "query": self._query, "state": "ERROR" if self._failure is not None else "RUNNING",
+            "error": None if self._failure is None else str(self._failure), "records_in": s.received,
+            "records_out": s.produced, "dead_letters": s.dead_lettered, "acked": s.acked, "duplicates": s.duplicates,
+            "rate_in": round(s.received / elapsed, 1) if elapsed > 0 else 0.0, "lag": {"unacknowledged": s.pending},
+            "model_versions": {}, "latency_p50_ms": None, "latency_p99_ms": None,
+        }  # fmt: skip
 
     # -- the pump -----------------------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> BridgeStats:
