@@ -161,3 +161,14 @@ def test_two_windows_of_different_lengths_share_one_state(engine: SqlEngine) -> 
     assert results(result.table) == reference(keys, a, b, 2)
     longer = [None if v is None else (v["A_FIRST"], v["B_SUM"]) for v in result.table.column("V").to_pylist()]
     assert longer == reference(keys, a, b, 4)
+
+
+def test_the_window_key_must_be_the_record_key(engine: SqlEngine) -> None:
+    """Windows are per input partition: a key other than the record key could be spread over partitions."""
+    with pytest.raises(SqlError, match=r"must name the record key of S \(CAR\)") as caught:
+        engine.plan("SELECT car, WLAST(a, b, 'x') OVER (PARTITION BY b ROWS 1 PRECEDING) AS w FROM s;")
+    assert caught.value.hint is not None and "PARTITION BY" in caught.value.hint
+    engine.execute("CREATE STREAM k (a DOUBLE, b INT) WITH (KAFKA_TOPIC='k', VALUE_FORMAT='JSON');")
+    plan = engine.plan("SELECT WLAST(a, b, 'x') OVER (PARTITION BY ROWKEY ROWS 1 PRECEDING) AS w FROM k;")
+    result = plan.executor().execute(pa.table({"a": [1.0, 2.0, 3.0], "b": [1, 2, 3]}), {"ROWKEY": ["u", "v", "u"]})
+    assert results(result.table) == [None, None, (1.0, 4.0)]

@@ -372,6 +372,8 @@ class Analyzer:
             if by_name[o.name].typed.sql in input_columns
         }
         select = [f"{by_name[o.name].typed.sql} AS {quote(o.name)}" for o in order if o.name not in passthrough]
+        if compiler.window_calls:
+            self._check_window_key(source, compiler.window_calls[0])
         sequence = _sequence_plan(compiler.window_calls or [], where)
         if sequence is not None:
             node = _sequence_node(sequence, node)
@@ -392,6 +394,17 @@ class Analyzer:
             emit=query.emit,
             root=node,
         )
+
+    def _check_window_key(self, source: Source, call: WindowCall) -> None:
+        """A window's rows are the state of one input partition, so its key must be the record key: rows of
+        one key all live in the same partition."""
+        keys = [c.name for c in source.columns if c.key] or ["ROWKEY"]
+        if call.partition.sql not in {quote(k) for k in keys}:
+            raise self._err(
+                f"OVER (PARTITION BY ...) must name the record key of {source.name} ({', '.join(keys)})",
+                call.pos,
+                "re-key the stream first: CREATE STREAM s2 AS SELECT ... FROM s PARTITION BY the_key",
+            )
 
     def _partition_item(
         self, expr: ast.Expr, items: list[_Item], scope: Scope, compiler: ExpressionCompiler

@@ -111,6 +111,8 @@ class WindowCall:
     result_type: SqlType
     partition: Typed
     rows: int
+    #: where ``OVER`` stands in the statement
+    pos: ast.Pos = field(default=ast.NOWHERE, compare=False)
 
     @property
     def label(self) -> str:
@@ -426,7 +428,7 @@ class ExpressionCompiler:
             if call.function is user and call.arguments == tuple(args) and call.rows == rows:
                 return Typed(quote(f"__win{call.index}"), call.result_type)
         index = len(self.window_calls)
-        self.window_calls.append(WindowCall(index, user, tuple(args), result, partition, rows))
+        self.window_calls.append(WindowCall(index, user, tuple(args), result, partition, rows, over.pos))
         return Typed(quote(f"__win{index}"), result)
 
     def _user_call(self, user: UserFunction, e: ast.FunctionCall, args: list[Typed]) -> Typed:
