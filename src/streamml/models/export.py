@@ -10,11 +10,13 @@ the ONNX Runtime output drifts from the framework's own output by more than the 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
 import tempfile
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -240,6 +242,21 @@ def _torch() -> Any:
     return torch
 
 
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """Keep the exporter's notes to itself (deprecations, skipped optional operators): they are about torch's
+    internals, not the user's model; a failed export still raises."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
 def export_torch(
     module: Any,
     sample: np.ndarray,
@@ -262,16 +279,17 @@ def export_torch(
     with tempfile.TemporaryDirectory(prefix="streamml-torch-") as folder:
         target = os.path.join(folder, "model.onnx")
         try:
-            torch.onnx.export(
-                module,
-                (tensor,),
-                target,
-                input_names=[input_name],
-                output_names=output_names,
-                dynamic_axes=dynamic,
-                opset_version=opset,
-                verbose=False,  # the exporter otherwise reports its progress on stdout
-            )
+            with _quiet_exporter():
+                torch.onnx.export(
+                    module,
+                    (tensor,),
+                    target,
+                    input_names=[input_name],
+                    output_names=output_names,
+                    dynamic_axes=dynamic,
+                    opset_version=opset,
+                    verbose=False,  # the exporter otherwise reports its progress on stdout
+                )
             proto = onnx.load(target)  # folds external data, if any, back into the model
         except Exception as exc:
             raise ModelError(f"torch.onnx.export failed for {type(module).__name__}: {_first_line(exc)}") from exc
