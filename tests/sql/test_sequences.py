@@ -172,3 +172,14 @@ def test_the_window_key_must_be_the_record_key(engine: SqlEngine) -> None:
     plan = engine.plan("SELECT WLAST(a, b, 'x') OVER (PARTITION BY ROWKEY ROWS 1 PRECEDING) AS w FROM k;")
     result = plan.executor().execute(pa.table({"a": [1.0, 2.0, 3.0], "b": [1, 2, 3]}), {"ROWKEY": ["u", "v", "u"]})
     assert results(result.table) == [None, None, (1.0, 4.0)]
+
+
+def test_a_changelog_of_other_windows_is_refused(engine: SqlEngine) -> None:
+    first = engine.plan(QUERY).executor()
+    first.execute(pa.table({"car": ["c", "d"], "a": [1.0, 2.0], "b": [1, 2]}))
+    records = first.changes(0)
+    assert records.num_rows == 3  # one record per changed key, then the window shape
+    longer = engine.plan(QUERY.replace("ROWS 2 PRECEDING", "ROWS 4 PRECEDING")).executor()
+    with pytest.raises(SqlError, match="another shape"):
+        longer.load(0, records)
+    assert first.changes(0).num_rows == 1  # nothing changed since: only the shape

@@ -143,7 +143,7 @@ class QueryExecutor:
         self.table_state = (
             TableState(self.con, plan.join.right) if plan.kind == STREAM_TABLE_JOIN and plan.join else None
         )
-        self.sequence = SequenceState(self.con, plan.sequence) if plan.sequence is not None else None
+        self.sequence = SequenceState(plan.sequence) if plan.sequence is not None else None
         self.buffers = None
         if plan.kind == STREAM_STREAM_JOIN and plan.join is not None and plan.join.within is not None:
             self.buffers = StreamBuffers(self.con, plan.join.within, plan.join.grace_ms)

@@ -1,13 +1,13 @@
 """Calls OVER a window of rows per key (``PREDICT('m', ...) OVER (PARTITION BY car ROWS 9 PRECEDING)``).
 
 A sequence model reads the last k readings of one entity. The state is, per key, the last k - 1 rows of the
-windowed arguments (as DOUBLE) and how many rows the key has seen; it lives per input partition in a DuckDB
-table (``__wkey`` text primary key, ``__n``, ``__hist`` flattened oldest first), so changelog writing and
-restoring are those of every other state table (:class:`streamml.sql.changes.KeyedChanges`).
+windowed arguments (as DOUBLE) and how many rows the key has seen, in NumPy arrays per input partition (a
+DuckDB table cost more per batch than the windows themselves); each batch's changed keys go to the changelog
+as one fixed-size binary record each, built for all of them at once.
 
 Each batch is one vectorised pass: rows are grouped by key (stable, so each key keeps its record order),
-each key's history is laid in front of its new rows in one array, every row's window is a strided view
-ending at that row, and each call runs once for the batch on the rows whose key has enough rows. Rows of a
+each key's history is laid in front of its new rows in one array per argument, every row's window is
+the slice ending at that row, and each call runs once for the batch on the rows whose key has enough rows. Rows of a
 key with fewer rows than a call's window get NULL from that call. A row with a NULL or NaN windowed argument
 is set aside as a failure of the function's stage and does not enter the window of later rows.
 """
@@ -24,11 +24,12 @@ import pyarrow.compute as pc
 from pyarrow import ipc
 
 from streamml.errors import SqlError
-from streamml.sql.changes import KeyedChanges, meta_record
+from streamml.sql.changes import key_prefix, meta_record
 from streamml.sql.compiler import WindowCall
 from streamml.sql.plan import SequencePlan
 
-_COLUMNS = [("__wkey", "VARCHAR"), ("__n", "BIGINT"), ("__hist", "DOUBLE[]")]
+#: what a window's changelog key starts with, after the partition
+_KEY_TAG = "w:"
 
 
 @dataclass(frozen=True)
@@ -40,24 +41,44 @@ class SetAside:
     stage: str
 
 
-class SequenceState:
-    """The per-key row windows of one query, per partition."""
+class _KeyWindows:
+    """The windows of one partition: per key (``keys``), the rows seen and the last rows ``[keys, h, width]``;
+    ``dirty`` marks the keys changed since the last changelog write."""
 
-    def __init__(self, con: Any, plan: SequencePlan) -> None:
-        self.con = con
+    def __init__(self, history: int, width: int) -> None:
+        self.keys = pa.array([], pa.string())
+        self.seen = np.zeros(0, np.int64)
+        self.hist = np.zeros((0, history, width))
+        self.dirty = np.zeros(0, bool)
+
+    def rows_of(self, unique: pa.Array) -> np.ndarray:
+        """The state row of each of ``unique`` (distinct keys), adding the keys it does not hold yet."""
+        at = pc.fill_null(pc.index_in(unique, value_set=self.keys), -1).to_numpy(zero_copy_only=False).astype(np.int64)
+        new = at < 0
+        if new.any():
+            count = int(new.sum())
+            at[new] = np.arange(len(self.keys), len(self.keys) + count)
+            self.keys = pa.concat_arrays([self.keys, unique.filter(pa.array(new))])
+            self.seen = np.concatenate([self.seen, np.zeros(count, np.int64)])
+            self.hist = np.concatenate([self.hist, np.zeros((count, *self.hist.shape[1:]))])
+            self.dirty = np.concatenate([self.dirty, np.zeros(count, bool)])
+        return at
+
+
+class SequenceState:
+    """The per-key row windows of one query, per partition, in memory; the changelog carries each changed
+    key's record: key ``<partition>|w:<key>``, value the rows seen (int64) then the last rows (float64)."""
+
+    def __init__(self, plan: SequencePlan) -> None:
         self.plan = plan
         self.history = plan.history
         self.width = len(plan.arguments)
-        self._partitions: set[int] = set()
-        self.changed = KeyedChanges(con, _COLUMNS[:1], _COLUMNS)
+        self._windows: dict[int, _KeyWindows] = {}
 
-    def _table(self, partition: int) -> str:
-        name = f"__seq_p{int(partition)}"
-        if partition not in self._partitions:
-            cols = ", ".join(f"{n} {t}" for n, t in _COLUMNS)
-            self.con.execute(f"CREATE TABLE IF NOT EXISTS {name} ({cols}, PRIMARY KEY (__wkey))")
-            self._partitions.add(partition)
-        return name
+    def _state(self, partition: int) -> _KeyWindows:
+        if partition not in self._windows:
+            self._windows[partition] = _KeyWindows(self.history, self.width)
+        return self._windows[partition]
 
     # ---- one batch --------------------------------------------------------------------------------------
     def process(self, pre: pa.Table, partition: int) -> tuple[pa.Table, list[SetAside]]:
@@ -76,14 +97,18 @@ class SequenceState:
         keys = pc.fill_null(pre.column("__wkey"), "").combine_chunks()
         unique = pc.unique(keys)
         group = pc.index_in(keys, value_set=unique).to_numpy()
-        seen, hist = self._lookup(partition, unique)
-        windows = _Windows(group, values, seen, hist, self.history)
+        state = self._state(partition)
+        at = state.rows_of(unique)
+        seen = state.seen[at]
+        windows = _Windows(group, values, seen, state.hist[at], self.history)
         ids = pre.column("__row").to_numpy()
         for call in self.plan.calls:
             column, failed = self._evaluate(call, windows, pre, ids)
             pre = pre.append_column(f"__win{call.index}", column)
             aside += failed
-        self._store(partition, unique, seen + windows.sizes, windows.new_history())
+        state.seen[at] = seen + windows.sizes
+        state.hist[at] = windows.new_history()
+        state.dirty[at] = True
         if len(aside) > int(bad.sum()):
             dropped = pa.array([a.row for a in aside], pa.int64())
             pre = pre.filter(pc.invert(pc.is_in(pre.column("__row"), dropped)))
@@ -108,13 +133,13 @@ class SequenceState:
         m = int(complete.sum())
         if m == 0:
             return pa.nulls(n, arrow_type), []
-        block = windows.ending(call.rows, complete)  # [m, rows, width]
+        steps = windows.steps(call.rows, complete)  # [m, rows]: positions in the laid-out columns
         args: list[pa.Array] = []
         for arg in call.arguments:
             if arg.is_constant:
                 args.append(pa.array([arg.value] * m, arg.type.to_arrow()))
             else:
-                flat = np.ascontiguousarray(block[:, :, self.plan.arguments[arg.sql]]).reshape(-1)
+                flat = windows.laid[self.plan.arguments[arg.sql]][steps].reshape(-1)
                 args.append(pa.FixedSizeListArray.from_arrays(pa.array(flat), call.rows))
         scored_ids = ids[complete]
         rejected: dict[int, str] = {}
@@ -139,83 +164,72 @@ class SequenceState:
         column = out.take(pa.array(positions, mask=~complete))  # NULL where the window is not full yet
         return column, [SetAside(row, reason, call.function.stage) for row, reason in sorted(rejected.items())]
 
-    # ---- state table ------------------------------------------------------------------------------------
-    def _lookup(self, partition: int, keys: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-        """Rows seen and the history ``[keys, history, width]`` of each of ``keys`` (zeros when new)."""
-        table = self._table(partition)
-        self.con.register("__seq_keys", pa.table({"__wkey": keys}))
-        try:
-            found = self.con.sql(f"SELECT s.* FROM __seq_keys AS k JOIN {table} AS s USING (__wkey)").to_arrow_table()
-        finally:
-            self.con.unregister("__seq_keys")
-        seen = np.zeros(len(keys), np.int64)
-        hist = np.zeros((len(keys), self.history, self.width))
-        if found.num_rows:
-            at = pc.index_in(found.column("__wkey"), value_set=keys).to_numpy()
-            seen[at] = found.column("__n").to_numpy()
-            flat = pc.list_flatten(found.column("__hist")).to_numpy()
-            hist[at] = flat.reshape(found.num_rows, self.history, self.width)
-        return seen, hist
-
-    def _store(self, partition: int, keys: pa.Array, seen: np.ndarray, hist: np.ndarray) -> None:
-        table = self._table(partition)
-        size = self.history * self.width
-        flat = pa.array(hist.reshape(-1), pa.float64())
-        offsets = pa.array(np.arange(len(keys) + 1, dtype=np.int32) * size)
-        rows = pa.table({"__wkey": keys, "__n": pa.array(seen), "__hist": pa.ListArray.from_arrays(offsets, flat)})
-        self.con.register("__seq_new", rows)
-        try:
-            self.con.execute(f"INSERT OR REPLACE INTO {table} SELECT * FROM __seq_new")
-            self.changed.mark(table, "SELECT __wkey FROM __seq_new")
-        finally:
-            self.con.unregister("__seq_new")
-
     # ---- snapshots and changelog ------------------------------------------------------------------------
     def partitions(self) -> list[int]:
-        return sorted(self._partitions)
+        return sorted(self._windows)
+
+    def _records(self, partition: int, rows: np.ndarray) -> pa.Table:
+        state = self._state(partition)
+        if not len(rows):
+            return pa.table({"key": pa.array([], pa.binary()), "value": pa.array([], pa.binary())})
+        keys = pc.binary_join_element_wise(f"{key_prefix(partition)}{_KEY_TAG}", state.keys.take(pa.array(rows)), "")
+        size = 8 * (1 + self.history * self.width)
+        packed = np.empty((len(rows), size), np.uint8)
+        packed[:, :8] = state.seen[rows].astype("<i8").view(np.uint8).reshape(len(rows), 8)
+        packed[:, 8:] = state.hist[rows].astype("<f8").reshape(len(rows), -1).view(np.uint8)
+        values = pa.FixedSizeBinaryArray.from_buffers(pa.binary(size), len(rows), [None, pa.py_buffer(packed)])
+        return pa.table({"key": keys.cast(pa.binary()), "value": values.cast(pa.binary())})
 
     def snapshot(self, partition: int) -> bytes:
-        table = self.con.sql(f"SELECT * FROM {self._table(partition)}").to_arrow_table()
+        """Every window of ``partition`` as Arrow IPC bytes (its changelog records)."""
+        table = self._records(partition, np.arange(len(self._state(partition).keys)))
         sink = io.BytesIO()
         with ipc.new_stream(sink, table.schema) as writer:
             writer.write_table(table)
         return sink.getvalue()
 
     def restore(self, partition: int, data: bytes) -> None:
-        table = ipc.open_stream(io.BytesIO(data)).read_all()
-        name = self._table(partition)
-        self.con.execute(f"DELETE FROM {name}")
-        self.con.register("__restore", table)
-        try:
-            self.con.execute(f"INSERT INTO {name} SELECT * FROM __restore")
-        finally:
-            self.con.unregister("__restore")
+        self.load(partition, ipc.open_stream(io.BytesIO(data)).read_all())
 
     def changes(self, partition: int) -> pa.Table:
         """Changelog records of the keys whose windows moved since the last call, then the window shape."""
-        rows = self.changed.drain(self._table(partition), partition)
+        state = self._state(partition)
+        rows = self._records(partition, np.flatnonzero(state.dirty))
+        state.dirty[:] = False
         return pa.concat_tables([rows, meta_record(partition, {"history": self.history, "width": self.width})])
 
     def load(self, partition: int, records: pa.Table, *, over: bool = False) -> None:
-        """Replace (or, with ``over``, update) the windows of ``partition`` from changelog ``records``."""
-        table = self._table(partition)
+        """Replace (or, with ``over``, update) the windows of ``partition`` from changelog ``records`` (in log
+        order: the last record of a key wins)."""
+        prefix = f"{key_prefix(partition)}{_KEY_TAG}"
         if not over:
-            self.con.execute(f"DELETE FROM {table}")
-            self.changed.forget(table)
-        self.changed.load(table, records, partition, over=over)
-        wrong = self.con.sql(
-            f"SELECT count(*) FROM {table} WHERE len(__hist) <> {self.history * self.width}"
-        ).fetchall()[0][0]
-        if wrong:
+            self._windows.pop(partition, None)
+        state = self._state(partition)
+        keys = records.column("key").combine_chunks().cast(pa.string())
+        mine = np.flatnonzero(pc.starts_with(keys, prefix).to_numpy(zero_copy_only=False))
+        if not len(mine):
+            return
+        names = pc.utf8_slice_codeunits(keys.take(pa.array(mine)), len(prefix)).to_numpy(zero_copy_only=False)
+        _, last = np.unique(names[::-1], return_index=True)
+        latest = mine[len(mine) - 1 - last]  # the last record of each key
+        values = records.column("value").combine_chunks().take(pa.array(latest))
+        size = 8 * (1 + self.history * self.width)
+        if values.null_count or set(pc.binary_length(values).to_pylist()) != {size}:
             raise SqlError(
-                f"the changelog holds {wrong} windows of another shape than {self.history} rows of {self.width}"
-                " values: the query changed; run it under a new name"
+                f"the changelog holds windows of another shape than {self.history} rows of {self.width} values: "
+                "the query changed; run it under a new name"
             )
+        packed = np.frombuffer(b"".join(values.to_pylist()), np.uint8).reshape(len(latest), size)
+        at = state.rows_of(pa.array(names[len(mine) - 1 - last], pa.string()))
+        state.seen[at] = packed[:, :8].copy().view("<i8")[:, 0]
+        state.hist[at] = packed[:, 8:].copy().view("<f8").reshape(len(latest), self.history, self.width)
+        state.dirty[at] = False
 
 
 class _Windows:
     """One batch's rows laid behind their keys' histories: ``[history of key 0, rows of key 0, history of
-    key 1, ...]``, so the window of every row is a contiguous slice ending at the row."""
+    key 1, ...]``, one array per argument (``laid[argument, position]``), so the window of every row is the
+    slice of positions ending at the row."""
 
     def __init__(self, group: np.ndarray, values: np.ndarray, seen: np.ndarray, hist: np.ndarray, h: int) -> None:
         n, keys = len(group), len(seen)
@@ -229,27 +243,27 @@ class _Windows:
         self.position = (group + 1) * h + rank_sorted  # where each row lies in the laid-out array
         self.before = seen[group]
         self.segments = np.arange(keys) * h + starts  # where each key's history starts
-        laid = np.zeros((keys * h + n, values.shape[1]))
+        laid = np.zeros((values.shape[1], keys * h + n))
         if h:
-            laid[(self.segments[:, None] + np.arange(h)).reshape(-1)] = hist.reshape(keys * h, -1)
-        laid[self.position] = values
+            laid[:, (self.segments[:, None] + np.arange(h)).reshape(-1)] = hist.reshape(keys * h, -1).T
+        laid[:, self.position] = values.T
         self.laid = laid
 
     def complete(self, rows: int) -> np.ndarray:
         """Rows whose key has at least ``rows`` rows up to and including them."""
         return np.asarray(self.before + self.rank + 1 >= rows)
 
-    def ending(self, rows: int, which: np.ndarray) -> np.ndarray:
-        """The windows of ``rows`` rows ending at the ``which`` rows: ``[rows selected, rows, width]``."""
-        view = np.lib.stride_tricks.sliding_window_view(self.laid, rows, axis=0)  # [positions, width, rows]
-        return view[self.position[which] - rows + 1].transpose(0, 2, 1)
+    def steps(self, rows: int, which: np.ndarray) -> np.ndarray:
+        """The positions of the windows of ``rows`` rows ending at the ``which`` rows: ``[selected, rows]``."""
+        return self.position[which][:, None] + np.arange(1 - rows, 1)
 
     def new_history(self) -> np.ndarray:
         """The last ``h`` rows of every key, after this batch: ``[keys, h, width]``."""
         if not self.h:
-            return np.zeros((len(self.sizes), 0, self.laid.shape[1]))
+            return np.zeros((len(self.sizes), 0, self.laid.shape[0]))
         ends = self.segments + self.sizes  # the key's segment is h + size long; keep its last h rows
-        return self.laid[(ends[:, None] + np.arange(self.h)).reshape(-1)].reshape(len(self.sizes), self.h, -1)
+        kept = self.laid[:, ends[:, None] + np.arange(self.h)]  # [width, keys, h]
+        return np.ascontiguousarray(kept.transpose(1, 2, 0))
 
 
 def _doubles(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
