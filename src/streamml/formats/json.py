@@ -224,12 +224,10 @@ class JsonFormat(Format):
         return pa.Table.from_arrays(columns, schema=self.schema)
 
     def _explain(self, value: bytes, default: str) -> str:
-        try:
-            obj = orjson.loads(value)
-        except orjson.JSONDecodeError as exc:
-            return f"invalid JSON at byte {exc.pos}: {exc.msg}"
-        if not isinstance(obj, dict):
-            return f"expected a JSON object, got {_kind(obj)}"
+        problem = object_problem(value)
+        if problem is not None:
+            return problem
+        obj = orjson.loads(value)
         if self.schema is not None:
             lowered = {k.lower(): v for k, v in obj.items()}
             for field in self.schema:
@@ -379,6 +377,15 @@ def _restore(arr: pa.Array, target: pa.DataType) -> pa.Array:
 
 
 _KINDS: dict[type, str] = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number"}
+
+
+def object_problem(value: bytes) -> str | None:
+    """Why ``value`` is not one JSON object (``invalid JSON at byte 3: ...``), or None when it is one."""
+    try:
+        obj = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        return f"invalid JSON at byte {exc.pos}: {exc.msg}"
+    return None if isinstance(obj, dict) else f"expected a JSON object, got {_kind(obj)}"
 
 
 def _kind(value: Any) -> str:

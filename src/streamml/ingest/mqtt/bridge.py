@@ -36,7 +36,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-import orjson
 import paho.mqtt.client as mqtt
 from confluent_kafka import KafkaError as CKafkaError
 from confluent_kafka import KafkaException
@@ -47,6 +46,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from streamml.errors import BrokerError, KafkaError
+from streamml.formats.json import object_problem
 from streamml.ingest.mqtt.rules import Router, Rule
 from streamml.kafka.cluster import translate
 from streamml.kafka.headers import H_KIND, H_MESSAGE, H_QUERY, H_TOPIC, H_TRUNCATED, MAX_VALUE_BYTES
@@ -294,7 +294,7 @@ class MqttBridge:
             return
         payload = bytes(msg.payload)
         if self.options.format == "json":
-            error = _json_object_error(payload)
+            error = object_problem(payload)
             if error is not None:
                 self._dead_letter(entry, key.encode(), payload, "decode", error, topic)
                 return
@@ -394,14 +394,3 @@ class MqttBridge:
                 w.client.disconnect()
                 w.client.loop_stop()
             self._producer.flush(1.0 if drain else 0.0)
-
-
-def _json_object_error(payload: bytes) -> str | None:
-    """Why ``payload`` is not a JSON object, or None when it is one."""
-    try:
-        value = orjson.loads(payload)
-    except orjson.JSONDecodeError as exc:
-        return f"payload is not JSON: {exc}"
-    if not isinstance(value, dict):
-        return f"payload is JSON but not an object ({type(value).__name__})"
-    return None
