@@ -89,3 +89,29 @@ def multiclass_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str
         "classes": classes,
         "confusion_matrix": skm.confusion_matrix(y_true, y_pred, labels=classes).tolist(),
     }
+
+
+def lead_time_metrics(failure: np.ndarray, lead: np.ndarray, alert: np.ndarray) -> dict[str, Any]:
+    """How early alerts came before failures: one entry per window in the horizon of a failure event.
+
+    ``failure`` identifies the event a window precedes, ``lead`` is how many readings before that event the
+    window ends, ``alert`` whether its score reached the threshold. An event is caught when any of its
+    windows alerted; its lead time is the largest ``lead`` among those (the first alert). Returns the number
+    of events (``failures``), the share caught (``failures_caught``) and the median and mean lead time in
+    readings over the caught events (``lead_time_median``, ``lead_time_mean``; None when none was caught).
+    """
+    failure = np.asarray(failure).reshape(-1)
+    lead = np.asarray(lead, dtype=np.int64).reshape(-1)
+    alert = np.asarray(alert, dtype=bool).reshape(-1)
+    if not len(failure) == len(lead) == len(alert):
+        raise ModelError("failure, lead and alert need one entry per window")
+    events, event = np.unique(failure, return_inverse=True)
+    first = np.full(len(events), -1, dtype=np.int64)
+    np.maximum.at(first, event[alert], lead[alert])  # per event, the earliest alerting window
+    caught = first[first >= 0]
+    return {
+        "failures": len(events),
+        "failures_caught": float(len(caught) / len(events)) if len(events) else None,
+        "lead_time_median": float(np.median(caught)) if len(caught) else None,
+        "lead_time_mean": float(caught.mean()) if len(caught) else None,
+    }

@@ -35,25 +35,83 @@ def require_torch(recipe: str) -> Any:
     return torch
 
 
-def sequence_module(features: int, hidden: int, cell: str, layers: int) -> Any:
-    """``[N, steps, features] -> P(positive) [N, 1]``: an LSTM/GRU whose last state feeds a sigmoid."""
+#: what a sequence model reads of each feature: its level, its change since the window's first reading, or both
+SEQUENCE_INPUTS = ("level", "change", "both")
+
+
+def window_changes(values: np.ndarray) -> np.ndarray:
+    """Each reading of ``[N, steps, features]`` windows minus the window's first reading (NumPy)."""
+    values = np.asarray(values, dtype=np.float32)
+    return values - values[:, :1, :]
+
+
+def sequence_module(
+    features: int,
+    hidden: int,
+    cell: str,
+    layers: int,
+    level: tuple[np.ndarray, np.ndarray] | None = None,
+    change: tuple[np.ndarray, np.ndarray] | None = None,
+    inputs: str = "level",
+) -> Any:
+    """``[N, steps, features]`` raw readings ``-> P(positive) [N, 1]``: an LSTM/GRU whose last state feeds a sigmoid.
+
+    ``inputs`` says what the cell reads per feature: the reading (``level``), the reading minus the window's
+    first one (``change``: per-key baselines drop out, so the model learns from how readings move instead of
+    memorising each key's normal levels), or both side by side. Each is standardised inside the module with
+    ``level`` / ``change`` = (mean, scale) per feature from the training windows, so the exported graph takes
+    raw readings: sensors on scales as far apart as an engine vibration of ~2,000 and an accelerometer of
+    ~0.1 would otherwise leave the cell saturated by the large ones and blind to the small ones.
+    """
     torch = require_torch("sequence")
     nn = torch.nn
     rnn_type: Any = {"lstm": nn.LSTM, "gru": nn.GRU}.get(cell)
     if rnn_type is None:
         raise ModelError(f"unknown recurrent cell '{cell}'", hint="use lstm or gru")
+    if inputs not in SEQUENCE_INPUTS:
+        raise ModelError(f"unknown sequence inputs '{inputs}'", hint=f"use {', '.join(SEQUENCE_INPUTS)}")
+
+    def buffers(stats: tuple[np.ndarray, np.ndarray] | None) -> tuple[Any, Any]:
+        mean = np.zeros(features) if stats is None else np.asarray(stats[0], np.float64).reshape(features)
+        scale = np.ones(features) if stats is None else np.asarray(stats[1], np.float64).reshape(features)
+        if not (np.isfinite(scale).all() and (scale > 0).all() and np.isfinite(mean).all()):
+            raise ModelError("feature means must be finite and scales positive and finite")
+        return torch.from_numpy(mean.astype(np.float32)), torch.from_numpy((1.0 / scale).astype(np.float32))
+
+    use_level, use_change = inputs in ("level", "both"), inputs in ("change", "both")
 
     class SequenceClassifier(nn.Module):  # type: ignore[name-defined]
         def __init__(self) -> None:
             super().__init__()
-            self.rnn = rnn_type(features, hidden, num_layers=layers, batch_first=True)
+            for name, stats in (("level", level), ("change", change)):
+                mean, inverse_scale = buffers(stats)
+                self.register_buffer(f"{name}_mean", mean)
+                self.register_buffer(f"{name}_inverse_scale", inverse_scale)
+            width = features * (int(use_level) + int(use_change))
+            self.rnn = rnn_type(width, hidden, num_layers=layers, batch_first=True)
             self.head = nn.Linear(hidden, 1)
 
         def forward(self, x: Any) -> Any:
-            out, _ = self.rnn(x)
+            parts = []
+            if use_level:
+                parts.append((x - self.level_mean) * self.level_inverse_scale)
+            if use_change:
+                parts.append((x - x[:, :1, :] - self.change_mean) * self.change_inverse_scale)
+            out, _ = self.rnn(parts[0] if len(parts) == 1 else torch.cat(parts, dim=2))
             return torch.sigmoid(self.head(out[:, -1, :]))
 
     return SequenceClassifier()
+
+
+def standardisation(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean and scale of ``values`` (last axis = features); a constant feature gets scale 1."""
+    flat = np.asarray(values, dtype=np.float64).reshape(-1, np.shape(values)[-1])
+    if not len(flat):
+        raise ModelError("no readings to standardise the features on")
+    mean = flat.mean(axis=0)
+    scale = flat.std(axis=0)
+    scale = np.where(np.isfinite(scale) & (scale > 1e-12 * np.maximum(np.abs(mean), 1.0)), scale, 1.0)
+    return mean.astype(np.float32), scale.astype(np.float32)
 
 
 def image_module(height: int, width: int, classes: int, scale: float) -> Any:
@@ -171,7 +229,7 @@ def _fit(
             value = criterion(module(xt[index]), yt[index])
             value.backward()
             optimiser.step()
-            total += float(value) * len(index)
+            total += float(value.detach()) * len(index)
         train_losses.append(total / max(len(xt), 1))
         module.eval()
         with torch.inference_mode():
