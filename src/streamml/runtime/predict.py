@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from streamml.config import Settings
-from streamml.errors import ModelError, StreamMLError
+from streamml.errors import ModelError, SqlError, StreamMLError
 from streamml.models.events import ModelEvent
 from streamml.models.registry import ModelRef, ModelVersion, Registry
 from streamml.models.runtime import OnnxModel
@@ -236,7 +236,7 @@ class ModelProvider:
             served = self.serve(constants[0])
             windowed = any(t.name == "ARRAY" for t in arg_types[1:])
             if served.window is not None and not windowed:
-                raise ModelError(
+                raise SqlError(
                     f"model {served.label} reads windows of {served.window} readings of one key",
                     hint=f"call it OVER (PARTITION BY key ROWS {served.window - 1} PRECEDING)",
                 )
