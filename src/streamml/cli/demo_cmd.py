@@ -14,9 +14,11 @@ from rich.table import Table
 
 from streamml.cli.state import state
 from streamml.demos.fraud import DemoConfig, FraudDemo, LiveStats
+from streamml.demos.maintenance import MaintenanceConfig, MaintenanceDemo, MaintenanceStats
 from streamml.demos.smoke import run_smoke
 from streamml.errors import StreamMLError
 from streamml.kafka import LocalBroker
+from streamml.kafka.mosquitto import LocalMosquitto
 
 app = typer.Typer(help="Run an end-to-end scenario.", no_args_is_help=True)
 out = Console(highlight=False)
@@ -92,4 +94,67 @@ def fraud(
         demo.close()
         if stop_broker and not settings.bootstrap:
             LocalBroker(settings).stop()
+    out.print(f"[bold green]done[/] in {time.perf_counter() - started:.0f} s — report: {path}")
+
+
+def _maintenance_view(stats: MaintenanceStats) -> Panel:
+    def num(x: float | None, digits: int = 3) -> str:
+        return "-" if x is None else f"{x:.{digits}f}"
+
+    table = Table.grid(padding=(0, 3))
+    table.add_row("elapsed", f"{stats.elapsed_s:5.1f} s", "model", stats.model)
+    table.add_row("readings published", f"{stats.produced:,}", "scored", f"{stats.scored:,}")
+    table.add_row("scoring rate", f"{stats.rate:,.0f} rec/s", "lag", f"{stats.lag:,}")
+    table.add_row("latency p50", num(stats.p50_ms, 1) + " ms", "latency p99", num(stats.p99_ms, 1) + " ms")
+    table.add_row("alerts", f"{stats.alerts:,}", "failures", f"{stats.failures:,}")
+    table.add_row("precision (live)", num(stats.precision), "recall (live)", num(stats.recall))
+    table.add_row("F1 (live)", num(stats.f1), "lead time (median)", num(stats.lead_time_median, 1) + " readings")
+    return Panel(Group(table), title="live failure prediction", border_style="cyan")
+
+
+@app.command()
+def maintenance(
+    ctx: typer.Context,
+    cars: int = typer.Option(25, min=1, help="Cars in the fleet."),
+    history_steps: int = typer.Option(MaintenanceConfig.history_steps, min=100, help="Readings per car to train on."),
+    live_seconds: float = typer.Option(30.0, min=1.0, help="How long live readings stream."),
+    rate: float = typer.Option(500.0, min=1.0, help="Live readings per second (all cars)."),
+    epochs: int = typer.Option(25, min=1, help="Training epochs."),
+    failure_rate: float = typer.Option(
+        MaintenanceConfig.failure_rate, min=0.0, max=0.2, help="Chance per reading that each failure mode starts."
+    ),
+    output: Path = typer.Option(Path("maintenance-output"), "--output", "-o", help="Folder for the report."),
+    stop_broker: bool = typer.Option(False, "--stop-broker", help="Stop Mosquitto and the local Kafka at the end."),
+) -> None:
+    """Cars over MQTT, bridge, SQL, a sequence model trained from the topic and scored per car, and a report."""
+    settings = state(ctx).settings
+    config = MaintenanceConfig(cars=cars, history_steps=history_steps, live_seconds=live_seconds, live_rate=rate,
+                               epochs=epochs, failure_rate=failure_rate, output_dir=output)  # fmt: skip
+    demo = MaintenanceDemo(settings, config, say=lambda line: out.print(f"• {line}", markup=False))
+    stop = threading.Event()
+    started = time.perf_counter()
+    try:
+        with out.status("starting Kafka, Mosquitto and the bridge ..."):
+            demo.start()
+        with out.status("publishing the fleet's history over MQTT ..."):
+            demo.stream_history()
+        with out.status("running the KSQL ..."):
+            demo.preprocess()
+        with out.status("training from the re-keyed stream ..."):
+            demo.train()
+        with out.status("scoring the history ..."):
+            demo.deploy()
+        with Live(_maintenance_view(MaintenanceStats()), console=out, refresh_per_second=4) as live:
+            demo.run_live(lambda stats: live.update(_maintenance_view(stats)), stop)
+        path = demo.report()
+    except KeyboardInterrupt:
+        stop.set()
+        out.print("[yellow]interrupted: stopping the queries cleanly[/]")
+        raise
+    finally:
+        demo.close()
+        if stop_broker:
+            LocalMosquitto(settings).stop()
+            if not settings.bootstrap:
+                LocalBroker(settings).stop()
     out.print(f"[bold green]done[/] in {time.perf_counter() - started:.0f} s — report: {path}")
