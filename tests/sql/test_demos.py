@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from streamml.demos.maintenance import PIPELINE_SQL
 from streamml.sql import SqlEngine
 
 
@@ -103,19 +104,8 @@ def car_batch(rowkeys: list[str]) -> pa.Table:
     return pa.table(data)
 
 
-#: the connected-car demo's KSQL: JSON to AVRO, re-keyed by car, 5-minute tumbling counts per car
-CAR_PIPELINE = """
-CREATE STREAM car_data_avro WITH (VALUE_FORMAT='AVRO', KAFKA_TOPIC='car-data-avro') AS
-  SELECT * FROM car_data EMIT CHANGES;
-CREATE STREAM car_data_avro_rekeyed AS SELECT ROWKEY AS car, * FROM car_data_avro PARTITION BY car;
-CREATE TABLE events_per_5min AS
-  SELECT car, COUNT(*) AS event_count FROM car_data_avro_rekeyed
-  WINDOW TUMBLING (SIZE 5 MINUTES) GROUP BY car EMIT CHANGES;
-"""
-
-
 def test_car_pipeline(engine: SqlEngine) -> None:
-    results = engine.execute(CAR_PIPELINE)
+    results = engine.execute(PIPELINE_SQL)  # the connected-car demo's KSQL
     avro, rekeyed, table = (r.plan for r in results)
     assert avro is not None and rekeyed is not None and table is not None
     assert engine.catalog.get("CAR_DATA_AVRO").value_format == "AVRO"
@@ -160,7 +150,7 @@ def test_car_pipeline_on_the_fleet_simulator(engine: SqlEngine) -> None:
     source = engine.catalog.get("CAR_DATA")
     decoded = get_format("JSON", pa.schema([(c.name, c.type.to_arrow()) for c in source.columns])).decode(values)
     assert not decoded.failures and all(c.null_count == 0 for c in decoded.table.columns)  # every field read
-    results = engine.execute(CAR_PIPELINE)
+    results = engine.execute(PIPELINE_SQL)  # the connected-car demo's KSQL
     avro, rekeyed, table = (r.plan for r in results)
     assert avro is not None and rekeyed is not None and table is not None
     cars = [k.decode() for k in keys]

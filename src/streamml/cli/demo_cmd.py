@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console, Group
@@ -71,30 +73,15 @@ def fraud(
     config = DemoConfig(history=history, live_seconds=live_seconds, live_rate=rate, output_dir=output,
                         fraud_rate=fraud_rate, epochs=15 if quick else DemoConfig.epochs)  # fmt: skip
     demo = FraudDemo(settings, config, say=lambda line: out.print(f"• {line}", markup=False))
-    stop = threading.Event()
-    started = time.perf_counter()
-    try:
-        with out.status("starting the broker ..."):
-            demo.start()
-        with out.status("streaming historical transactions ..."):
-            demo.stream_history()
-        with out.status("preprocessing with SQL ..."):
-            demo.preprocess()
-        with out.status("training from the preprocessed stream ..."):
-            demo.train()
-        demo.deploy()
-        with Live(_view(LiveStats()), console=out, refresh_per_second=4) as live:
-            demo.run_live(lambda stats: live.update(_view(stats)), stop)
-        path = demo.report()
-    except KeyboardInterrupt:
-        stop.set()
-        out.print("[yellow]interrupted: stopping the queries cleanly[/]")
-        raise
-    finally:
-        demo.close()
-        if stop_broker and not settings.bootstrap:
-            LocalBroker(settings).stop()
-    out.print(f"[bold green]done[/] in {time.perf_counter() - started:.0f} s — report: {path}")
+    steps: list[tuple[str, Callable[[], object]]] = [
+        ("starting the broker ...", demo.start),
+        ("streaming historical transactions ...", demo.stream_history),
+        ("preprocessing with SQL ...", demo.preprocess),
+        ("training from the preprocessed stream ...", demo.train),
+        ("", demo.deploy),
+    ]
+    stops: list[Callable[[], object]] = [LocalBroker(settings).stop] if stop_broker and not settings.bootstrap else []
+    _run(demo, steps, lambda stats: _view(stats or LiveStats()), stops)
 
 
 def _maintenance_view(stats: MaintenanceStats) -> Panel:
@@ -131,21 +118,38 @@ def maintenance(
     config = MaintenanceConfig(cars=cars, history_steps=history_steps, live_seconds=live_seconds, live_rate=rate,
                                epochs=epochs, failure_rate=failure_rate, output_dir=output)  # fmt: skip
     demo = MaintenanceDemo(settings, config, say=lambda line: out.print(f"• {line}", markup=False))
+    steps: list[tuple[str, Callable[[], object]]] = [
+        ("starting Kafka, Mosquitto and the bridge ...", demo.start),
+        ("publishing the fleet's history over MQTT ...", demo.stream_history),
+        ("running the KSQL ...", demo.preprocess),
+        ("training from the re-keyed stream ...", demo.train),
+        ("scoring the history ...", demo.deploy),
+    ]
+    stops: list[Callable[[], object]] = [LocalMosquitto(settings).stop] if stop_broker else []
+    if stop_broker and not settings.bootstrap:
+        stops.append(LocalBroker(settings).stop)
+    _run(demo, steps, lambda stats: _maintenance_view(stats or MaintenanceStats()), stops)
+
+
+def _run(
+    demo: FraudDemo | MaintenanceDemo,
+    steps: list[tuple[str, Callable[[], object]]],
+    view: Callable[[Any], Panel],
+    stops: list[Callable[[], object]],
+) -> None:
+    """Run a demo's steps (each under its status line), its live phase with ``view``, and its report; stop it
+    cleanly whatever happens, then call ``stops`` (the brokers to stop)."""
     stop = threading.Event()
     started = time.perf_counter()
     try:
-        with out.status("starting Kafka, Mosquitto and the bridge ..."):
-            demo.start()
-        with out.status("publishing the fleet's history over MQTT ..."):
-            demo.stream_history()
-        with out.status("running the KSQL ..."):
-            demo.preprocess()
-        with out.status("training from the re-keyed stream ..."):
-            demo.train()
-        with out.status("scoring the history ..."):
-            demo.deploy()
-        with Live(_maintenance_view(MaintenanceStats()), console=out, refresh_per_second=4) as live:
-            demo.run_live(lambda stats: live.update(_maintenance_view(stats)), stop)
+        for status, step in steps:
+            if status:
+                with out.status(status):
+                    step()
+            else:
+                step()
+        with Live(view(None), console=out, refresh_per_second=4) as live:
+            demo.run_live(lambda stats: live.update(view(stats)), stop)
         path = demo.report()
     except KeyboardInterrupt:
         stop.set()
@@ -153,8 +157,6 @@ def maintenance(
         raise
     finally:
         demo.close()
-        if stop_broker:
-            LocalMosquitto(settings).stop()
-            if not settings.bootstrap:
-                LocalBroker(settings).stop()
+        for stop_broker in stops:
+            stop_broker()
     out.print(f"[bold green]done[/] in {time.perf_counter() - started:.0f} s — report: {path}")

@@ -12,7 +12,6 @@ Every step is a method, so the notebook tells the same story one cell at a time.
 
 from __future__ import annotations
 
-import shutil
 import threading
 import time
 from collections import deque
@@ -25,12 +24,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from streamml.config import Settings
+from streamml.demos.live import LiveCounters, copy_plots
 from streamml.formats import get_format
 from streamml.ingest.transactions import stream_transactions, transaction_chunks
 from streamml.kafka import Admin, BatchConsumer, LocalBroker, Producer, client_config
 from streamml.models.registry import ModelVersion, Registry
 from streamml.runtime.control import publish_events
-from streamml.runtime.metrics import LatencyHistogram
 from streamml.runtime.options import RuntimeOptions
 from streamml.runtime.runner import Runner
 from streamml.runtime.session import Session, wait_for
@@ -75,29 +74,13 @@ class DemoConfig:
 
 
 @dataclass
-class LiveStats:
+class LiveStats(LiveCounters):
     """What the live view shows, refreshed while live traffic streams."""
 
-    elapsed_s: float = 0.0
-    produced: int = 0
-    scored: int = 0
-    rate: float = 0.0
-    alerts: int = 0
     tp: int = 0
     fp: int = 0
     fn: int = 0
-    model: str = "-"
-    latency: LatencyHistogram = field(default_factory=LatencyHistogram, repr=False)
     window: deque[tuple[int, int, int]] = field(default_factory=lambda: deque(maxlen=50), repr=False)
-    _last_scored: int = field(default=0, repr=False)
-
-    @property
-    def p50_ms(self) -> float | None:
-        return self.latency.quantile(0.5)
-
-    @property
-    def p99_ms(self) -> float | None:
-        return self.latency.quantile(0.99)
 
     @property
     def precision(self) -> float | None:
@@ -299,10 +282,7 @@ class FraudDemo:
         stats.alerts += int(flagged.sum())
 
     def _refresh(self, stats: LiveStats, started: float) -> None:
-        elapsed = time.monotonic() - started
-        if elapsed - stats.elapsed_s >= 0.5:
-            stats.rate = (stats.scored - stats._last_scored) / (elapsed - stats.elapsed_s)
-            stats.elapsed_s, stats._last_scored = elapsed, stats.scored
+        stats.tick(time.monotonic() - started)
         for m in self.runner.status() if self.runner else []:
             if SCORES.upper() in m.query_id:
                 stats.model = ", ".join(m.model_versions.values()) or "-"
@@ -324,20 +304,13 @@ class FraudDemo:
                 f"{m.get('precision', 0):.3f} | {m.get('recall', 0):.3f} | {m.get('f1', 0):.3f} | "
                 f"{'-' if thr is None else f'{thr:.4g}'} |"
             )
-        for recipe, version in self.versions.items():
-            lines += ["", f"### {recipe} ({version.ref})"]
-            for plot in version.card.plots:
-                target = out / f"{recipe}-{Path(plot).name}"
-                with registry.fs.open(registry._strip(f"{version.uri}/{plot}"), "rb") as src, target.open("wb") as dst:
-                    shutil.copyfileobj(src, dst)
-                lines.append(f"\n![{recipe} {Path(plot).stem}]({target.name})")
+        lines += copy_plots(registry, self.versions.items(), out)
         if self.live is not None:
             s = self.live
             lines += [
                 "", "## Live scoring", "",
                 f"- live transactions scored: {s.scored:,} of {s.produced:,} produced, by {s.model}",
-                f"- end-to-end latency (transaction timestamp to committed score): p50 {_ms(s.latency.quantile(0.5))}, "
-                f"p95 {_ms(s.latency.quantile(0.95))}, p99 {_ms(s.latency.quantile(0.99))}",
+                s.latency_line("end-to-end latency (transaction timestamp to committed score)"),
                 f"- alerts: {s.alerts:,}; precision {_pct(s.tp, s.tp + s.fp)}, recall {_pct(s.tp, s.tp + s.fn)}",
             ]  # fmt: skip
         lines += ["", "## Timings", "", *(f"- {k}: {v:.1f} s" for k, v in self.timings.items())]
@@ -350,10 +323,6 @@ class FraudDemo:
         self._runner_stop.set()
         if self._runner_thread is not None:
             self._runner_thread.join(60)
-
-
-def _ms(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.1f} ms"
 
 
 def _pct(num: int, den: int) -> str:

@@ -14,11 +14,10 @@ Every step is a method, so the notebook tells the same story one cell at a time.
 
 from __future__ import annotations
 
-import shutil
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from streamml.config import Settings
+from streamml.demos.live import LiveCounters, copy_plots
 from streamml.formats import get_format
 from streamml.ingest.car_stream import MqttPublisher, fleet_batches, stream_fleet
 from streamml.ingest.cars import DEFAULT_RATE, FAILURE_MODES, KSQL_NAMES, SENSOR_FIELDS, CarFleet
@@ -37,7 +37,6 @@ from streamml.models.recipes import make_windows
 from streamml.models.recipes.evaluation import binary_metrics, lead_time_metrics
 from streamml.models.registry import ModelVersion, Registry
 from streamml.runtime.control import publish_events
-from streamml.runtime.metrics import LatencyHistogram
 from streamml.runtime.options import RuntimeOptions
 from streamml.runtime.runner import Runner
 from streamml.runtime.session import Session, wait_for
@@ -108,34 +107,18 @@ class MaintenanceConfig:
 
 
 @dataclass
-class MaintenanceStats:
+class MaintenanceStats(LiveCounters):
     """What the live view shows, refreshed while live readings stream."""
 
-    elapsed_s: float = 0.0
-    produced: int = 0
-    scored: int = 0
-    rate: float = 0.0
-    alerts: int = 0
     failures: int = 0
     precision: float | None = None
     recall: float | None = None
     f1: float | None = None
     lead_time_median: float | None = None
-    model: str = "-"
-    latency: LatencyHistogram = field(default_factory=LatencyHistogram, repr=False)
-    _last_scored: int = field(default=0, repr=False)
 
     @property
     def lag(self) -> int:
         return max(0, self.produced - self.scored)
-
-    @property
-    def p50_ms(self) -> float | None:
-        return self.latency.quantile(0.5)
-
-    @property
-    def p99_ms(self) -> float | None:
-        return self.latency.quantile(0.99)
 
 
 class _Scored:
@@ -373,11 +356,8 @@ class MaintenanceDemo:
         return stats
 
     def _refresh(self, stats: MaintenanceStats, started: float, scored: _Scored) -> None:
-        elapsed = time.monotonic() - started
-        if elapsed - stats.elapsed_s < 0.5:
+        if not stats.tick(time.monotonic() - started):
             return
-        stats.rate = (stats.scored - stats._last_scored) / (elapsed - stats.elapsed_s)
-        stats.elapsed_s, stats._last_scored = elapsed, stats.scored
         m = scored.metrics()
         stats.precision, stats.recall, stats.f1 = m.get("precision"), m.get("recall"), m.get("f1")
         stats.lead_time_median = m.get("lead_time_median")
@@ -409,21 +389,14 @@ class MaintenanceDemo:
             lines += [
                 "", "## Live scoring (readings after the training range)", "",
                 f"- readings scored: {s.scored:,} of {s.produced:,} published, by {s.model}",
-                f"- latency (reading in Kafka to committed prediction): p50 {_ms(s.latency.quantile(0.5))}, "
-                f"p95 {_ms(s.latency.quantile(0.95))}, p99 {_ms(s.latency.quantile(0.99))}",
+                s.latency_line("latency (reading in Kafka to committed prediction)"),
                 f"- failure prediction: precision {_num(m.get('precision'))}, recall {_num(m.get('recall'))}, "
                 f"F1 {_num(m.get('f1'))}, lead time median {_num(m.get('lead_time_median'), 1)} readings "
                 f"(mean {_num(m.get('lead_time_mean'), 1)}), failures caught {_share(m.get('failures_caught'))} "
                 f"of {m.get('failures', 0)}",
                 f"- alerts: {s.alerts:,}; failures seen: {s.failures:,}",
             ]  # fmt: skip
-        for recipe, version in self.versions.items():
-            lines += ["", f"### {recipe} ({version.ref})"]
-            for plot in version.card.plots:
-                target = out / f"{recipe}-{Path(plot).name}"
-                with registry.fs.open(registry._strip(f"{version.uri}/{plot}"), "rb") as src, target.open("wb") as dst:
-                    shutil.copyfileobj(src, dst)
-                lines.append(f"\n![{recipe} {Path(plot).stem}]({target.name})")
+        lines += copy_plots(registry, self.versions.items(), out)
         lines += ["", "## Timings", "", *(f"- {k}: {v:.1f} s" for k, v in self.timings.items())]
         path = out / "report.md"
         path.write_text("\n".join(lines) + "\n")
@@ -444,7 +417,3 @@ def _num(value: Any, digits: int = 3) -> str:
 
 def _share(value: Any) -> str:
     return "n/a" if value is None else f"{float(value):.0%}"
-
-
-def _ms(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.1f} ms"
