@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-import nbformat
 import pytest
-from nbclient import NotebookClient
+
+from tests.demos.notebooks import execute
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -33,22 +32,9 @@ def test_demo_command_runs_the_whole_loop(cli: Callable[..., subprocess.Complete
 
 
 def test_notebook_runs(bootstrap: str, tmp_path: Path, repo_root: Path) -> None:
-    notebook = nbformat.read(repo_root / "notebooks" / "fraud_detection.ipynb", as_version=4)
     env = {"STREAMML_BOOTSTRAP": bootstrap, "STREAMML_HOME": str(tmp_path / "home"), "DEMO_HISTORY": "5000", "DEMO_FRAUD_RATE": "0.02",
            "DEMO_LIVE_SECONDS": "3", "DEMO_LIVE_RATE": "500", "DEMO_EPOCHS": "10",
            "DEMO_OUTPUT": str(tmp_path / "out")}  # fmt: skip
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        NotebookClient(
-            notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
-        ).execute()
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-    outputs = "".join(o.get("text", "") for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs)
+    outputs = execute(repo_root / "notebooks" / "fraud_detection.ipynb", env, tmp_path)
     assert "scored 1,500 of 1,500 live transactions" in outputs
     assert (tmp_path / "out" / "report.md").exists()

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -11,33 +10,20 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import nbformat
 import orjson
 import pytest
-from nbclient import NotebookClient
 
 from streamml.config import Settings
 from streamml.demos.maintenance import PREDICTIONS, SENSOR_TOPIC, MaintenanceConfig, MaintenanceDemo
 from streamml.ingest.cars import CarFleet, ksql_spelling, published
 from streamml.kafka.mosquitto import LocalMosquitto
+from tests.demos.notebooks import execute
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 pytest.importorskip("torch")
 
-SMALL = [
-    "--cars",
-    "8",
-    "--history-steps",
-    "500",
-    "--live-seconds",
-    "4",
-    "--rate",
-    "200",
-    "--epochs",
-    "3",
-    "--failure-rate",
-    "0.004",
-]
+SMALL = ["--cars", "8", "--history-steps", "500", "--live-seconds", "4", "--rate", "200", "--epochs", "3",
+         "--failure-rate", "0.004"]  # fmt: skip
 
 
 def test_demo_command_reports_precision_recall_f1_and_lead_time(
@@ -113,23 +99,12 @@ def test_mosquitto_pub_of_car7_readings_comes_out_as_car7_predictions(demo: Main
 
 
 def test_notebook_tells_the_same_story(bootstrap: str, tmp_path: Path, repo_root: Path) -> None:
-    notebook = nbformat.read(repo_root / "notebooks" / "predictive_maintenance.ipynb", as_version=4)
     env = {"STREAMML_BOOTSTRAP": bootstrap, "STREAMML_HOME": str(tmp_path / "home"), "STREAMML_MQTT_PORT": "0",
            "DEMO_CARS": "8", "DEMO_HISTORY_STEPS": "500", "DEMO_FAILURE_RATE": "0.004", "DEMO_LIVE_SECONDS": "3", "DEMO_LIVE_RATE": "200",
            "DEMO_EPOCHS": "2", "DEMO_OUTPUT": str(tmp_path / "out")}  # fmt: skip
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
     try:
-        NotebookClient(
-            notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
-        ).execute()
+        outputs = execute(repo_root / "notebooks" / "predictive_maintenance.ipynb", env, tmp_path)
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
         LocalMosquitto(Settings(home=tmp_path / "home")).stop()
-    outputs = "".join(o.get("text", "") for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs)
     assert "scored 600 of 600 live readings" in outputs
     assert "lead time" in (tmp_path / "out" / "report.md").read_text()
