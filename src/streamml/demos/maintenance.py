@@ -33,8 +33,6 @@ from streamml.ingest.cars import DEFAULT_RATE, FAILURE_MODES, KSQL_NAMES, SENSOR
 from streamml.ingest.mqtt import BridgeOptions, MqttBridge, parse_rules
 from streamml.kafka import Admin, BatchConsumer, LocalBroker, client_config
 from streamml.kafka.mosquitto import LocalMosquitto
-from streamml.models.recipes import make_windows
-from streamml.models.recipes.evaluation import binary_metrics, lead_time_metrics
 from streamml.models.registry import ModelVersion, Registry
 from streamml.runtime.control import publish_events
 from streamml.runtime.options import RuntimeOptions
@@ -138,6 +136,10 @@ class _Scored:
         self.alerted.append(alerted.to_numpy(zero_copy_only=False))
 
     def metrics(self) -> dict[str, Any]:
+        # the recipes bring scikit-learn and matplotlib: loaded when labels are first evaluated, not with the CLI
+        from streamml.models.recipes import make_windows
+        from streamml.models.recipes.evaluation import binary_metrics, lead_time_metrics
+
         if not self.cars:
             return {}
         cars, failed, alerted = (np.concatenate(x) for x in (self.cars, self.failed, self.alerted))
