@@ -292,3 +292,14 @@ def test_cli_produces_readings_keyed_by_car(
     assert len(rows) == 50
     assert Counter(k for k, _ in rows) == {b"car1": 13, b"car2": 13, b"car3": 12, b"car4": 12}
     assert all(orjson.loads(v)["car"].encode() == k for k, v in rows if v is not None)
+
+
+def test_publishing_more_readings_than_mqtt_has_packet_ids(mqtt_port: int) -> None:
+    """A QoS 1 message holds one of 65,535 packet ids until acknowledged: a long history sent at once must
+    wait for acknowledgements instead of failing with "Message queue full"."""
+    publisher = MqttPublisher("127.0.0.1", mqtt_port, timeout_s=60)
+    try:
+        publisher.send(CarFleet(35, seed=1).readings(2_000))  # 70,000 readings in one call
+    finally:
+        publisher.close()
+    assert publisher.sent == 70_000

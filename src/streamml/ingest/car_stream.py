@@ -41,6 +41,10 @@ def parse_mqtt_address(text: str, default_port: int = 1883) -> tuple[str, int]:
     return host, port
 
 
+#: readings published but not acknowledged yet, at most (a packet id each, of 65,535)
+MAX_UNACKNOWLEDGED = 20_000
+
+
 class MqttPublisher:
     """Publishes readings with QoS 1; :meth:`close` returns once the broker acknowledged every one."""
 
@@ -97,6 +101,8 @@ class MqttPublisher:
         pending = self._pending
         ok = self._mqtt.MQTT_ERR_SUCCESS
         for topic, payload in mqtt_messages(out, self._fmt):
+            if len(pending) >= MAX_UNACKNOWLEDGED:  # MQTT has 65,535 packet ids: wait for the oldest first
+                self._settle_oldest()
             info = publish(topic, payload, qos=1)
             if info.rc != ok:
                 raise BrokerError(f"publishing to '{topic}' at {self.address}: {self._mqtt.error_string(info.rc)}")
@@ -104,6 +110,17 @@ class MqttPublisher:
         self.sent += table.num_rows
         while pending and pending[0].is_published():  # forget what the broker has acknowledged
             pending.popleft()
+
+    def _settle_oldest(self) -> None:
+        info = self._pending[0]
+        try:
+            info.wait_for_publish(self.timeout_s)
+            done = info.is_published()
+        except (RuntimeError, ValueError) as exc:
+            raise BrokerError(f"publishing to {self.address}: {exc}") from None
+        if not done:
+            raise BrokerError(f"{self.address} acknowledged no reading within {self.timeout_s:.0f} s")
+        self._pending.popleft()
 
     def close(self) -> None:
         """Wait for the PUBACK of every reading (raise :class:`BrokerError` after the timeout), then disconnect."""
