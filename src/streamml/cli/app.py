@@ -17,6 +17,7 @@ from streamml.cli import (
     models_cmd,
     mqtt_cmd,
     produce_cmd,
+    serve_cmd,
     simulate_cmd,
     sql_cmd,
     status_cmd,
@@ -47,6 +48,7 @@ app.command("run")(sql_cmd.run)
 app.command("status")(status_cmd.status)
 app.command("produce")(produce_cmd.produce)
 app.command("consume")(consume_cmd.consume)
+app.command("serve")(serve_cmd.serve)
 
 
 @app.callback()

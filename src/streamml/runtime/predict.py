@@ -1,11 +1,11 @@
 """``PREDICT('model', col, ...)``: model inference as a vectorised SQL function, with hot model swap.
 
-A :class:`ModelProvider` serves model versions from the registry. Each version is loaded once per process.
-The version a query uses is pinned for a whole micro-batch (per thread, so queries running side by side
-switch independently). Promotions and rollbacks arrive as events on the control topic; the new version is
-loaded and checked in the background and takes over at the next batch boundary. A version that does not load,
-or whose inputs or outputs differ from the one serving, is refused: the old version keeps serving and the
-refusal is logged and kept for ``status``.
+A :class:`ModelProvider` binds the inference service (:mod:`streamml.inference`: versions loaded once per
+process, promotions checked before they take over, refusals kept for ``status``) to SQL. The version a query
+uses is pinned for a whole micro-batch (per thread, so queries running side by side switch independently).
+Promotions and rollbacks arrive as events on the control topic; the new version is loaded and checked in the
+background and takes over at the next batch boundary. Rows with a NULL or NaN feature are set aside as
+failures of the predict stage instead of failing the batch.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,10 +22,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from streamml.config import Settings
-from streamml.errors import ModelError, SqlError, StreamMLError
+from streamml.errors import ModelError, SqlError
+from streamml.inference.service import InferenceService, Served
 from streamml.models.events import ModelEvent
-from streamml.models.registry import ModelRef, ModelVersion, Registry
-from streamml.models.runtime import OnnxModel
+from streamml.models.registry import Registry
 from streamml.runtime.control import ControlFollower, follow_control
 from streamml.sql import SqlEngine, SqlType, UserFunction, parse_type
 
@@ -38,111 +37,34 @@ FAILURE_PREFIX = "PREDICT("
 #: ``reject(mask, reason)``: sets the rows in ``mask`` aside as failures of the predict stage
 Reject = Callable[[np.ndarray, str], None]
 
-#: fields PREDICT adds to every model's own output fields, so each output value names its scorer
-PROVENANCE = (("model", "VARCHAR"), ("version", "INTEGER"))
-
-
-@dataclass(frozen=True)
-class Served:
-    """One loaded model version."""
-
-    version: ModelVersion
-    model: OnnxModel
-    sql_type: str
-
-    @property
-    def label(self) -> str:
-        return f"{self.version.name}:{self.version.version}"
-
-    @property
-    def arrow_type(self) -> pa.StructType:
-        return _arrow_type(self.sql_type)
-
-    @property
-    def width(self) -> int | None:
-        """How many feature columns the model reads, when its signature says so."""
-        inputs = self.model.signature.inputs
-        if len(inputs) == 1 and inputs[0].shape and len(inputs[0].shape) in (2, 3):
-            dim = inputs[0].shape[-1]
-            return dim if isinstance(dim, int) else None
-        return None
-
-    @property
-    def window(self) -> int | None:
-        """How many readings a sequence model (input ``[N, steps, features]``) reads per window."""
-        inputs = self.model.signature.inputs
-        if len(inputs) == 1 and inputs[0].shape and len(inputs[0].shape) == 3:
-            dim = inputs[0].shape[1]
-            return dim if isinstance(dim, int) else None
-        return None
-
 
 class ModelProvider:
     """Model versions for ``PREDICT`` in this process: load once, pin per batch, swap at batch boundaries."""
 
-    def __init__(self, registry: Registry, threads: int = 1) -> None:
-        self.registry = registry
-        self.threads = threads
-        self._lock = threading.Lock()
-        self._active: dict[str, Served] = {}  # SQL reference ('fraud', 'fraud@staging') -> version serving
-        self._pending: dict[str, Served] = {}  # validated successors waiting for a batch boundary
-        self._cache: dict[str, Served] = {}  # 'name:version' -> loaded once
+    def __init__(self, registry: Registry, threads: int = 1, service: InferenceService | None = None) -> None:
+        self.service = service or InferenceService(registry, threads=threads, strict=True)
+        self.registry = self.service.registry
         self._local = threading.local()
-        self.refusals: list[str] = []
 
-    # -- loading ------------------------------------------------------------------------------------------
-    def _load(self, version: ModelVersion) -> Served:
-        key = f"{version.name}:{version.version}"
-        with self._lock:
-            if key in self._cache:
-                return self._cache[key]
-        model = version.load(threads=self.threads)
-        model.predict(model.zeros(1))  # a version that cannot score one row is not served
-        output = version.card.sql_type
-        fields = output.removeprefix("STRUCT<").removesuffix(">")
-        served = Served(version, model, f"STRUCT<{fields}, " + ", ".join(f"{n} {t}" for n, t in PROVENANCE) + ">")
-        with self._lock:
-            self._cache.setdefault(key, served)
-            return self._cache[key]
+    @property
+    def refusals(self) -> list[str]:
+        return self.service.refusals
 
     def serve(self, ref: str) -> Served:
         """The version serving ``ref`` (loading it on first use)."""
-        with self._lock:
-            served = self._active.get(ref)
-        if served is None:
-            served = self._load(self.registry.get(ref))
-            with self._lock:
-                served = self._active.setdefault(ref, served)
-        return served
+        return self.service.serve(ref)
 
     # -- batches ------------------------------------------------------------------------------------------
     def at_batch_boundary(self) -> dict[str, str]:
         """Switch to promoted versions and pin the serving ones for this thread's next batch."""
-        with self._lock:
-            if self._pending:
-                for ref, served in self._pending.items():
-                    old = self._active.get(ref)
-                    log.info("PREDICT('%s') now served by %s (was %s)", ref, served.label, old.label if old else "-")
-                    self._active[ref] = served
-                self._pending.clear()
-                self._evict()
-            pinned = dict(self._active)
+        pinned = self.service.swap()
         self._local.pinned = pinned
         return {ref: s.label for ref, s in pinned.items()}
-
-    def _evict(self) -> None:
-        """Forget loaded versions that no reference serves or waits for (a thread's pinned batch keeps its own
-        reference until the batch ends). Called with the lock held."""
-        in_force = {s.label for s in (*self._active.values(), *self._pending.values())}
-        for label in [label for label in self._cache if label not in in_force]:
-            del self._cache[label]
-            log.info("unloaded %s: no PREDICT reference serves it any more", label)
 
     @property
     def loaded(self) -> list[str]:
         """The model versions this provider holds in memory."""
-        with self._lock:
-            return sorted(self._cache)
+        return self.service.loaded
 
     def predict(self, ref: str, columns: list[pa.Array], reject: Reject | None = None) -> pa.StructArray:
         """Score one batch with the version pinned for ``ref`` in this thread.
@@ -167,7 +89,7 @@ class ModelProvider:
         if valid is None:
             return self._score(ref, served, columns)
         if not valid.any():
-            return pa.nulls(len(valid), served.arrow_type)
+            return pa.nulls(len(valid), _arrow_type(served.sql_type))
         kept = pa.array(valid)
         scored = self._score(ref, served, [column.filter(kept) for column in columns])
         return scored.take(pa.array(np.cumsum(valid) - 1, mask=~valid))  # NULL where rejected
@@ -175,9 +97,9 @@ class ModelProvider:
     def _score(self, ref: str, served: Served, columns: list[pa.Array]) -> pa.StructArray:
         started = time.perf_counter()
         try:
-            raw = served.model.predict(columns)
-        except Exception as exc:
-            raise ModelError(f"{FAILURE_PREFIX}'{ref}') with {served.label}: {exc}") from None
+            raw = self.service.score(served, columns)
+        except ModelError as exc:
+            raise ModelError(f"{FAILURE_PREFIX}'{ref}') with {exc}") from None
         finally:
             self._local.model_seconds = getattr(self._local, "model_seconds", 0.0) + time.perf_counter() - started
         struct = served.version.card.postprocess(raw)
@@ -185,7 +107,7 @@ class ModelProvider:
         arrays = [struct.field(i) for i in range(struct.type.num_fields)]
         arrays += [pa.array(np.full(n, served.version.name, dtype=object), pa.string()),
                    pa.array(np.full(n, served.version.version, dtype=np.int32))]  # fmt: skip
-        target = served.arrow_type  # field names as SQL spells them (upper case)
+        target = _arrow_type(served.sql_type)  # field names as SQL spells them (upper case)
         return pa.StructArray.from_arrays(
             [a.cast(f.type) for a, f in zip(arrays, target, strict=True)], fields=list(target)
         )
@@ -199,32 +121,7 @@ class ModelProvider:
     # -- promotions ---------------------------------------------------------------------------------------
     def on_event(self, event: ModelEvent) -> None:
         """React to a control-topic event: prepare the successor of every reference it moves."""
-        with self._lock:
-            refs = [ref for ref in self._active if _moves(ref, event)]
-        for ref in refs:
-            try:
-                candidate = self._load(self.registry.get(ref))
-            except StreamMLError as exc:
-                self._refuse(ref, event, str(exc))
-                continue
-            except Exception as exc:
-                self._refuse(ref, event, f"cannot load: {exc}")
-                continue
-            with self._lock:
-                current = self._active[ref]
-            problem = _incompatible(current, candidate)
-            if problem:
-                self._refuse(ref, event, problem)
-                continue
-            with self._lock:
-                if candidate.label != current.label:
-                    self._pending[ref] = candidate
-
-    def _refuse(self, ref: str, event: ModelEvent, reason: str) -> None:
-        message = f"refused {event.model}:{event.version} for PREDICT('{ref}'): {reason}; keeping the serving version"
-        log.error(message)
-        with self._lock:
-            self.refusals.append(message)
+        self.service.prepare(event)
 
     # -- SQL ----------------------------------------------------------------------------------------------
     def function(self) -> UserFunction:
@@ -293,22 +190,6 @@ def _complete(ref: str, columns: list[pa.Array], reject: Reject | None) -> np.nd
         reject(missing, message)
         valid = present if valid is None else valid & present
     return valid
-
-
-def _moves(ref: str, event: ModelEvent) -> bool:
-    parsed = ModelRef.parse(ref)
-    if parsed.name != event.model or parsed.version is not None:
-        return False  # a pinned 'name:version' never moves
-    return (parsed.alias or "production") == (event.alias or "")
-
-
-def _incompatible(current: Served, candidate: Served) -> str | None:
-    shape = (candidate.width, candidate.window, len(candidate.model.signature.inputs))
-    if shape != (current.width, current.window, len(current.model.signature.inputs)):
-        return f"its inputs ({candidate.model.signature}) do not match the serving {current.label}"
-    if candidate.sql_type != current.sql_type:
-        return f"its output {candidate.sql_type} differs from {current.sql_type}"
-    return None
 
 
 def provider_for(settings: Settings, follow: bool = True) -> tuple[ModelProvider, ControlFollower | None]:

@@ -1,0 +1,1 @@
+"""The model server: one data plane (``dataplane``) under OIP v2 and TF Serving front ends, REST and gRPC."""

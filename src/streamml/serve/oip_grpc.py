@@ -1,0 +1,160 @@
+"""Open Inference Protocol v2 over gRPC: ``inference.GRPCInferenceService``.
+
+The message types are the protocol's own, as the ``tritonclient`` package ships them, so any OIP v2 client
+talks to this service unchanged. Implemented: ServerLive, ServerReady, ModelReady, ServerMetadata,
+ModelMetadata, ModelInfer and RepositoryIndex; every other method of the service answers UNIMPLEMENTED.
+Inputs come as ``raw_input_contents`` or typed ``contents``; outputs always go in ``raw_output_contents``
+(the only place tritonclient reads them). Errors are gRPC status codes with the message.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from tritonclient.grpc import service_pb2 as pb
+
+from streamml.errors import ModelError
+from streamml.inference.tensors import InvalidTensor, datatype_of, from_bytes, from_json, to_bytes
+from streamml.serve.dataplane import DataPlane, ModelNotFound, NotReady
+from streamml.serve.oip import InferRequest, infer, model_metadata, repository_index, server_metadata
+
+log = logging.getLogger(__name__)
+
+SERVICE = "inference.GRPCInferenceService"
+#: OIP datatype -> the typed field of InferTensorContents that carries it
+_CONTENTS = {
+    "BOOL": "bool_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+    "BYTES": "bytes_contents",
+}
+
+
+def status_of(exc: Exception) -> grpc.StatusCode:
+    if isinstance(exc, ModelNotFound):
+        return grpc.StatusCode.NOT_FOUND
+    if isinstance(exc, NotReady):
+        return grpc.StatusCode.UNAVAILABLE
+    if isinstance(exc, InvalidTensor):
+        return grpc.StatusCode.INVALID_ARGUMENT
+    return grpc.StatusCode.INTERNAL
+
+
+def handler(plane: DataPlane) -> grpc.GenericRpcHandler:
+    """The service's method handlers over ``plane``."""
+
+    async def server_live(_: pb.ServerLiveRequest, __: grpc.aio.ServicerContext) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=True)
+
+    async def server_ready(_: pb.ServerReadyRequest, __: grpc.aio.ServicerContext) -> pb.ServerReadyResponse:
+        return pb.ServerReadyResponse(ready=plane.ready and not plane.draining)
+
+    async def model_ready(request: pb.ModelReadyRequest, _: grpc.aio.ServicerContext) -> pb.ModelReadyResponse:
+        try:
+            plane.resolve(request.name, request.version or None)
+        except (ModelNotFound, NotReady):
+            return pb.ModelReadyResponse(ready=False)
+        return pb.ModelReadyResponse(ready=True)
+
+    async def server_meta(_: pb.ServerMetadataRequest, __: grpc.aio.ServicerContext) -> pb.ServerMetadataResponse:
+        return pb.ServerMetadataResponse(**server_metadata(plane))
+
+    async def model_meta(request: pb.ModelMetadataRequest, _: grpc.aio.ServicerContext) -> pb.ModelMetadataResponse:
+        meta = model_metadata(plane, plane.resolve(request.name, request.version or None))
+        tensors = {
+            key: [pb.ModelMetadataResponse.TensorMetadata(**t) for t in meta[key]] for key in ("inputs", "outputs")
+        }
+        return pb.ModelMetadataResponse(
+            name=meta["name"], versions=meta["versions"], platform=meta["platform"], **tensors
+        )
+
+    async def index(_: pb.RepositoryIndexRequest, __: grpc.aio.ServicerContext) -> pb.RepositoryIndexResponse:
+        models = [pb.RepositoryIndexResponse.ModelIndex(**entry) for entry in repository_index(plane)]
+        return pb.RepositoryIndexResponse(models=models)
+
+    async def model_infer(request: pb.ModelInferRequest, _: grpc.aio.ServicerContext) -> pb.ModelInferResponse:
+        try:
+            decoded = decode_request(request, plane)
+        except InvalidTensor:
+            plane.service.metrics.failed(None, 1, "input", model=request.model_name)
+            raise
+        answer = await infer(plane, decoded)
+        response = pb.ModelInferResponse(model_name=answer.model_name, model_version=answer.model_version, id=answer.id)
+        for name, array, _binary in answer.outputs:
+            response.outputs.add(name=name, datatype=datatype_of(array), shape=list(array.shape))
+            response.raw_output_contents.append(to_bytes(array))
+        return response
+
+    methods: dict[str, tuple[Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]], Any]] = {
+        "ServerLive": (server_live, pb.ServerLiveRequest),
+        "ServerReady": (server_ready, pb.ServerReadyRequest),
+        "ModelReady": (model_ready, pb.ModelReadyRequest),
+        "ServerMetadata": (server_meta, pb.ServerMetadataRequest),
+        "ModelMetadata": (model_meta, pb.ModelMetadataRequest),
+        "ModelInfer": (model_infer, pb.ModelInferRequest),
+        "RepositoryIndex": (index, pb.RepositoryIndexRequest),
+    }
+    return grpc.method_handlers_generic_handler(
+        SERVICE,
+        {
+            name: grpc.unary_unary_rpc_method_handler(
+                _guarded(fn), request_deserializer=message.FromString, response_serializer=_serialize
+            )
+            for name, (fn, message) in methods.items()
+        },
+    )
+
+
+def _serialize(message: Any) -> bytes:
+    return bytes(message.SerializeToString())
+
+
+def _guarded(
+    fn: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]],
+) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
+    """``fn`` with our errors answered as gRPC status codes."""
+
+    async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return await fn(request, context)
+        except (InvalidTensor, ModelNotFound, NotReady, ModelError) as exc:
+            await context.abort(status_of(exc), str(exc))
+        except Exception as exc:  # never a traceback to the client
+            log.exception("internal error in %s", getattr(fn, "__name__", "a method"))
+            await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
+
+    return call
+
+
+def decode_request(request: pb.ModelInferRequest, plane: DataPlane) -> InferRequest:
+    """An :class:`InferRequest` from the gRPC message (raw or typed contents)."""
+    raw = list(request.raw_input_contents)
+    if raw and len(raw) != len(request.inputs):
+        raise InvalidTensor(f"{len(request.inputs)} inputs but {len(raw)} raw_input_contents")
+    inputs = {}
+    for i, tensor in enumerate(request.inputs):
+        shape = list(tensor.shape)
+        if raw:
+            inputs[tensor.name] = from_bytes(tensor.name, tensor.datatype, shape, raw[i], plane.limits)
+            continue
+        field = _CONTENTS.get(tensor.datatype.upper())
+        if field is None:
+            raise InvalidTensor(f"input '{tensor.name}': {tensor.datatype} needs raw_input_contents")
+        inputs[tensor.name] = from_json(
+            tensor.name, tensor.datatype, shape, list(getattr(tensor.contents, field)), plane.limits
+        )
+    outputs = {out.name: True for out in request.outputs} or None
+    return InferRequest(
+        model=request.model_name, version=request.model_version, id=request.id, inputs=inputs, outputs=outputs
+    )
