@@ -12,6 +12,7 @@ from streamml.cli.state import state
 from streamml.errors import InputError
 from streamml.ingest.car_stream import KafkaSink, MqttPublisher, fleet_batches, parse_mqtt_address, stream_fleet
 from streamml.ingest.cars import FAILURE_MODES, CarFleet, parse_failure_rates
+from streamml.ingest.census import ADULT_ROWS, census_chunks
 from streamml.ingest.transactions import stream_transactions, transaction_chunks, write_csv
 from streamml.kafka import Admin, Producer, client_config
 
@@ -56,6 +57,43 @@ def simulate_transactions(
         except KeyboardInterrupt:
             sent = int(bar.tasks[0].completed)
     err.print(f"produced {sent:,} transactions to {topic}")
+
+
+@app.command("census")
+def simulate_census(
+    ctx: typer.Context,
+    topic: str | None = typer.Option(None, "--topic", "-t", help="Produce to this topic (created if missing)."),
+    csv: Path | None = typer.Option(None, "--csv", help="Write a CSV file (with header) instead of producing."),
+    count: int | None = typer.Option(
+        None, "--count", "-n", min=1, help=f"How many (default {ADULT_ROWS:,}, endless with --rate)."
+    ),
+    seed: int = typer.Option(42, "--seed", help="Seed: the same seed gives the same records."),
+    fmt: str = typer.Option("json", "--format", help="Value format on the topic: json | delimited | avro."),
+    partitions: int = typer.Option(3, "--partitions", min=1, help="Partitions if the topic is created."),
+    rate: float | None = typer.Option(None, "--rate", "-r", min=0.001, help="Records per second."),
+) -> None:
+    """Census-income records with the Adult data's columns (age, workclass, ..., native_country, income)."""
+    if (topic is None) == (csv is None):
+        raise InputError("give exactly one of --topic and --csv")
+    if count is None and (rate is None or csv is not None):
+        count = ADULT_ROWS
+    chunks = census_chunks(count, seed=seed)
+    if csv is not None:
+        rows = write_csv(chunks, csv)
+        err.print(f"wrote {rows:,} census records to {csv}")
+        return
+    assert topic is not None
+    config = client_config(state(ctx).settings)
+    Admin(config).create_topic(topic, partitions=partitions, if_not_exists=True)
+    bar = Progress(TextColumn(f"census → [bold]{topic}[/]"), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn(), console=err, disable=not err.is_terminal)  # fmt: skip
+    with bar, Producer(config) as producer:
+        task = bar.add_task("simulate", total=count)
+        try:
+            sent = stream_transactions(producer, topic, chunks, fmt, rate, lambda n: bar.advance(task, n), key=None)
+        except KeyboardInterrupt:
+            sent = int(bar.tasks[0].completed)
+    err.print(f"produced {sent:,} census records to {topic}")
 
 
 @app.command("cars")

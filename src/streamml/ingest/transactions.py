@@ -1,4 +1,4 @@
-"""Streaming the simulated transactions into a topic (or a CSV file), in seeded chunks, at a rate."""
+"""Streaming simulated tables (transactions, census) into a topic or a CSV file, in seeded chunks, at a rate."""
 
 from __future__ import annotations
 
@@ -50,8 +50,10 @@ def stream_transactions(
     value_format: str = "DELIMITED",
     rate: float | None = None,
     on_chunk: Callable[[int], None] | None = None,
+    key: str | None = "Id",
 ) -> int:
-    """Produce the chunks to ``topic`` keyed by Id, paced at ``rate`` records/s; returns the count."""
+    """Produce the chunks to ``topic`` keyed by column ``key`` (None: no key), paced at ``rate`` records/s;
+    returns the count."""
     limiter = RateLimiter(rate)
     size = limiter.chunk_size(10_000)
     fmt = None
@@ -60,7 +62,7 @@ def stream_transactions(
         for start in range(0, table.num_rows, size):
             part = table.slice(start, size)
             fmt = fmt or get_format(value_format, part.schema)
-            keys = [str(i).encode() for i in part.column("Id").to_pylist()]
+            keys = [str(i).encode() for i in part.column(key).to_pylist()] if key else None
             producer.produce_batch(topic, fmt.encode(part), keys)
             sent += part.num_rows
             limiter.wait(part.num_rows)

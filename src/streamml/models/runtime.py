@@ -2,7 +2,9 @@
 
 An :class:`OnnxModel` loads its artifact once and then scores batches: a 2-D array, a sequence of columns
 (as a SQL ``PREDICT(model, col, ...)`` call passes them), a mapping of name -> column, or an Arrow table.
-There is no per-row Python work: columns are stacked and cast in one NumPy call per batch.
+A model with one input per feature column (``[N, 1]`` each, float or string, as the tabular recipe exports)
+takes the same sequence of columns: each feeds the input of its name. There is no per-row Python work:
+columns are stacked and cast in one NumPy call per batch.
 
     >>> model = OnnxModel.load("model.onnx")                          # doctest: +SKIP
     >>> model.predict(np.zeros((4, 30), dtype=np.float32))["score"]   # doctest: +SKIP
@@ -157,8 +159,23 @@ class OnnxModel:
         if isinstance(batch, Mapping):
             return self._feed_mapping(batch)
         if len(specs) != 1:
-            raise ModelError(f"model '{self.source}' has inputs {self.input_names}; pass a mapping")
+            return self._feed_mapping(self._by_input(list(batch)))
         return {specs[0].name: _stack(list(batch), specs[0])}
+
+    def _by_input(self, columns: list[Any]) -> dict[str, Any]:
+        """Columns given in order (as ``PREDICT`` passes them) named for a model with one input per column.
+
+        They follow ``feature_names`` when those name the inputs (in any order), else the inputs' order.
+        """
+        names = self.input_names
+        if self.feature_names is not None and sorted(self.feature_names) == sorted(names):
+            names = self.feature_names
+        if len(columns) != len(names):
+            raise ModelError(
+                f"model '{self.source}' has {len(names)} inputs, got {len(columns)} columns",
+                hint=f"pass the columns {names} in this order, or a mapping of name -> column",
+            )
+        return dict(zip(names, columns, strict=True))
 
     def _feed_mapping(self, batch: Mapping[str, Any]) -> dict[str, np.ndarray]:
         specs = self.signature.inputs
@@ -185,6 +202,8 @@ def _as_array(column: Any) -> np.ndarray:
     """A NumPy view of one column; Arrow nulls become NaN, list columns become 2-D arrays."""
     if isinstance(column, pa.ChunkedArray):
         column = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+    if isinstance(column, pa.DictionaryArray):
+        column = column.dictionary_decode()
     if isinstance(column, pa.Array):
         if column.null_count == 0 and column.type in _PLAIN_NUMERIC:
             return column.to_numpy()
@@ -213,8 +232,10 @@ def _stack(columns: list[Any], spec: TensorSpec) -> np.ndarray:
 
 def _cast(array: np.ndarray, spec: TensorSpec) -> np.ndarray:
     if spec.dtype == "string":
-        return np.asarray(array, dtype=object)
-    array = np.asarray(array, dtype=spec.numpy_dtype)
+        array = np.asarray(array)
+        array = array.astype(str).astype(object) if array.dtype.kind not in "OUS" else array.astype(object)
+    else:
+        array = np.asarray(array, dtype=spec.numpy_dtype)
     shape = spec.shape
     if shape is not None and array.ndim == 1 and len(shape) == 2:
         array = array.reshape(-1, 1)

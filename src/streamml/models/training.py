@@ -117,27 +117,42 @@ def _thread_limit(threads: int | None) -> Iterator[None]:
 def _reference(
     trained: TrainedModel, table: pa.Table, label: str | None, params: Mapping[str, Any], seed: int
 ) -> ReferenceStats | None:
-    """Statistics of the training rows' features and of the model's outputs on them."""
+    """Statistics of the training rows' features and of the model's outputs on them.
+
+    Only numeric features have statistics; a model with one input per column (the tabular recipe) scores
+    the rows as a table, so its string columns still feed the output statistics.
+    """
     columns = trained.features
-    scalar = all(
-        pa.types.is_integer(table.schema.field(c).type) or pa.types.is_floating(table.schema.field(c).type)
-        for c in columns
-    )
-    if scalar and trained.recipe in ("autoencoder", "gbdt", "classifier"):
-        clean, _, x, _, splits = prepare(table, label, {**params, "features": columns}, seed, None)
+    numeric = [c for c in columns if _is_scalar(table.schema.field(c).type)]
+    clean: pa.Table | None = None  # the rows, kept for a model with one input per column
+    if len(numeric) == len(columns) and trained.recipe in ("autoencoder", "gbdt", "classifier"):
+        _, _, x, _, splits = prepare(table, label, {**params, "features": columns}, seed, None)
         x = x[splits.train]
     else:
         clean = drop_incomplete(table, columns)
-        x = feature_matrix(clean, columns)
+        stacked = columns if len(numeric) == len(columns) else numeric
+        x = feature_matrix(clean, stacked) if stacked else np.empty((clean.num_rows, 0), np.float32)
+        columns = stacked
     if len(x) > REFERENCE_ROWS:
-        x = x[np.sort(np.random.default_rng(seed).choice(len(x), REFERENCE_ROWS, replace=False))]
+        keep = np.sort(np.random.default_rng(seed).choice(len(x), REFERENCE_ROWS, replace=False))
+        x = x[keep]
+        clean = clean.take(keep) if clean is not None else None
     outputs: dict[str, np.ndarray] = {}
     model = OnnxModel(trained.onnx_bytes, source=trained.recipe)
     inputs = model.signature.inputs
+    raw: dict[str, np.ndarray] | None = None
     if len(inputs) == 1 and inputs[0].shape is not None and len(inputs[0].shape) == 2 and len(x):
-        struct = trained.output.postprocess(model.predict(x), trained.threshold)
+        raw = model.predict(x)
+    elif len(inputs) > 1 and clean is not None and clean.num_rows:
+        raw = model.predict(clean.select(trained.features))
+    if raw is not None:
+        struct = trained.output.postprocess(raw, trained.threshold)
         for field, array in zip(struct.type, struct.flatten(), strict=True):
             if pa.types.is_floating(field.type) or pa.types.is_boolean(field.type):
                 outputs[field.name] = array.to_numpy(zero_copy_only=False).astype(np.float64)
     names = columns if x.shape[1] == len(columns) else [f"{columns[0]}[{i}]" for i in range(x.shape[1])]
     return reference_stats(x, names, outputs)
+
+
+def _is_scalar(data_type: pa.DataType) -> bool:
+    return pa.types.is_integer(data_type) or pa.types.is_floating(data_type)

@@ -33,6 +33,7 @@ from streamml.models.recipes.classifier import ClassifierRecipe
 from streamml.models.recipes.gbdt import GbdtRecipe
 from streamml.models.recipes.image import ImageRecipe, images_from_column
 from streamml.models.recipes.sequence import SequenceRecipe, Windows, make_windows
+from streamml.models.recipes.tabular import TabularRecipe
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +41,14 @@ ENTRY_POINT_GROUP = "streamml.recipes"
 
 BUILTIN: dict[str, Recipe] = {
     recipe.name: recipe
-    for recipe in (AutoencoderRecipe(), GbdtRecipe(), ClassifierRecipe(), SequenceRecipe(), ImageRecipe())
+    for recipe in (
+        AutoencoderRecipe(),
+        GbdtRecipe(),
+        ClassifierRecipe(),
+        TabularRecipe(),
+        SequenceRecipe(),
+        ImageRecipe(),
+    )
 }
 
 
@@ -107,6 +115,7 @@ __all__ = [
     "Recipe",
     "SequenceRecipe",
     "Splits",
+    "TabularRecipe",
     "TrainedModel",
     "Windows",
     "available_recipes",
