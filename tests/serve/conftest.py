@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import re
+import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -99,3 +104,58 @@ def iris_server(serve_registry: Registry) -> Iterator[Running]:
 
 def registry_path(registry: Registry) -> Path:
     return Path(str(registry.root))
+
+
+STREAMML = str(Path(sys.executable).with_name("streamml"))
+
+
+class ServeProcess:
+    """``streamml serve`` as a child process over ``registry``, its stderr collected line by line."""
+
+    def __init__(self, registry: Registry, home: Path, *args: str, http_port: int = 0, grpc_port: int = 0) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMML_")}
+        env.update({"STREAMML_HOME": str(home), "STREAMML_REGISTRY_URL": registry.root_url})
+        command = [STREAMML, "serve", "--host", "127.0.0.1", "--http-port", str(http_port),
+                   "--grpc-port", str(grpc_port), *args]  # fmt: skip
+        self.proc = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+        self.lines: list[str] = []
+        self.ports: dict[str, int] = {}
+        self._ready = threading.Event()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line)
+            if found := re.search(r"listening: http=\S+:(\d+) grpc=\S+:(\d+)", line):
+                self.ports.update(http=int(found[1]), grpc=int(found[2]))
+            if "ready:" in line:
+                self._ready.set()
+
+    def wait_ready(self, timeout_s: float = 60) -> ServeProcess:
+        assert self._ready.wait(timeout_s), "".join(self.lines)
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['http']}"
+
+    @property
+    def log(self) -> str:
+        return "".join(self.lines)
+
+    def finish(self, timeout_s: float = 30) -> int:
+        try:
+            return self.proc.wait(timeout_s)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait(10)
+            self._reader.join(10)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -139,7 +139,9 @@ def test_a_body_over_the_limit_is_refused_before_it_is_read(serve_registry: Regi
 def test_promotions_are_followed_live(tmp_path: Path) -> None:
     registry = Registry(str(tmp_path / "registry"))
     for seed in (1, 2):
-        train_table("classifier", iris_table(), "species", {"model": "logistic"}, name="iris", registry=registry, seed=seed)
+        train_table(
+            "classifier", iris_table(), "species", {"model": "logistic"}, name="iris", registry=registry, seed=seed
+        )
     registry.promote("iris", 1)
     for running in start_server(registry):
         url = f"{running.url}/v2/models/iris"

@@ -6,6 +6,7 @@ Alias moves and deletions are published to the control topic, where scoring work
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal, cast
 
 import typer
 from rich.console import Console
@@ -13,8 +14,8 @@ from rich.table import Table
 
 from streamml.cli.state import state
 from streamml.cli.train_cmd import print_metrics
-from streamml.errors import KafkaError, RegistryError
-from streamml.models.card import ModelCard
+from streamml.errors import InputError, KafkaError, RegistryError
+from streamml.models.card import ModelCard, RemoteEndpoint
 from streamml.models.events import ModelEvent
 from streamml.models.registry import DEFAULT_ALIAS, ModelRef, Registry
 
@@ -80,7 +81,10 @@ def show(ctx: typer.Context, ref: str = typer.Argument(..., help="NAME, NAME:VER
     out.print(f"  created: {card.created.isoformat(timespec='seconds')}", markup=False)
     out.print(f"  features ({len(card.features)}): {', '.join(card.features)}", markup=False)
     out.print(f"  label: {card.label or '-'}  output: {card.sql_type}", markup=False)
-    out.print(f"  artifact: {version.model_uri}", markup=False)
+    if card.remote is not None:
+        out.print(f"  remote: {card.remote.describe} (timeout {card.remote.timeout_ms} ms)", markup=False)
+    else:
+        out.print(f"  artifact: {version.model_uri}", markup=False)
     print_metrics(version)
     lineage = card.lineage
     out.print("[bold]lineage[/]")
@@ -106,13 +110,47 @@ def show(ctx: typer.Context, ref: str = typer.Argument(..., help="NAME, NAME:VER
 def register(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="Model name."),
-    artifact: Path = typer.Argument(..., help="ONNX file to register."),
+    artifact: Path | None = typer.Argument(None, help="ONNX file to register (none with --remote)."),
     card: Path | None = typer.Option(None, "--card", help="card.json to store with it."),
+    remote: str | None = typer.Option(
+        None, "--remote", help="Score on a model server instead: http://HOST:PORT (REST) or grpc://HOST:PORT."
+    ),
+    protocol: str = typer.Option("v2", "--protocol", help="The server's protocol: v2 (OIP) or tfserving."),
+    remote_model: str | None = typer.Option(None, "--model", help="The model's name on the server (default NAME)."),
+    remote_version: str = typer.Option("", "--remote-version", help="A version on the server (default its own)."),
+    timeout_ms: int = typer.Option(2000, "--timeout-ms", min=1, help="Timeout of one call."),
+    retries: int = typer.Option(3, "--retries", min=0, help="Retries of a retriable failure, with backoff."),
 ) -> None:
-    """Check an ONNX file (it must load and run) and register it as a new version."""
+    """Register a new version: an ONNX file (it must load and run), or a model on a server (--remote)."""
     parsed = ModelCard.from_json(card.read_bytes()) if card is not None else None
-    version = registry(ctx).register(name, artifact, parsed)
-    out.print(f"registered [bold]{version.ref}[/] ({version.card.sql_type})")
+    if remote is None:
+        if artifact is None:
+            raise InputError("give the ONNX file to register, or --remote URL for a model on a server")
+        version = registry(ctx).register(name, artifact, parsed)
+        out.print(f"registered [bold]{version.ref}[/] ({version.card.sql_type})")
+        return
+    if artifact is not None:
+        raise InputError("give either an ONNX file or --remote, not both")
+    from streamml.inference.remote import describe
+
+    if protocol not in ("v2", "tfserving"):
+        raise InputError(f"unknown protocol '{protocol}'", hint="use v2 or tfserving")
+    if not remote.startswith(("http://", "https://", "grpc://")):
+        raise InputError(f"--remote '{remote}' is not a URL", hint="http://host:8000 or grpc://host:8001")
+    endpoint = RemoteEndpoint(
+        url=remote,
+        protocol=cast(Literal["v2", "tfserving"], protocol),
+        model=remote_model or name,
+        version=remote_version,
+        timeout_ms=timeout_ms,
+        retries=retries,
+    )
+    signature, output = describe(endpoint)
+    base = parsed or ModelCard(name=name)
+    version = registry(ctx).register_remote(
+        name, base.with_updates(remote=endpoint, signature=signature, output=output, framework="remote")
+    )
+    out.print(f"registered {version.ref} ({endpoint.describe}; {version.card.sql_type})", markup=False)
 
 
 @app.command()

@@ -14,7 +14,6 @@ if TYPE_CHECKING:
     from streamml.inference.batching import BatchPolicy
 
 
-
 def serve(
     ctx: typer.Context,
     http_port: int = typer.Option(8000, "--http-port", min=0, max=65535, help="REST port (0 picks a free one)."),

@@ -22,9 +22,10 @@ import pyarrow as pa
 
 from streamml.errors import ModelError, StreamMLError
 from streamml.inference.metrics import Metrics
+from streamml.inference.remote import RemoteError, RemoteModel
 from streamml.models.events import ModelEvent
 from streamml.models.registry import ModelRef, ModelVersion, Registry
-from streamml.models.runtime import OnnxModel
+from streamml.models.runtime import BatchModel
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ class Served:
     """One loaded model version."""
 
     version: ModelVersion
-    model: OnnxModel
+    model: BatchModel
 
     @property
     def label(self) -> str:
@@ -95,8 +96,15 @@ class InferenceService:
         with self._lock:
             if key in self._cache:
                 return self._cache[key]
-        model = version.load(threads=self.threads)
-        model.predict(model.zeros(1))  # a version that cannot score one row is not served
+        if version.card.remote is not None:  # scored by a server: nothing to load, no call before the first batch
+            assert version.card.signature is not None
+            features = version.card.features or None
+            model: BatchModel = RemoteModel(
+                version.card.remote, version.card.signature, source=version.ref, feature_names=features
+            )
+        else:
+            model = version.load(threads=self.threads)
+            model.predict(model.zeros(1))  # a version that cannot score one row is not served
         served = Served(version, model)
         with self._lock:
             self._cache.setdefault(key, served)
@@ -130,6 +138,8 @@ class InferenceService:
         started = time.perf_counter()
         try:
             raw = served.model.predict(feed)
+        except RemoteError as exc:
+            raise RemoteError(f"{served.label} could not score {rows} rows: {exc}", retriable=exc.retriable) from None
         except Exception as exc:
             raise ModelError(f"{served.label} could not score {rows} rows: {exc}") from None
         self.metrics.executed(served.version, rows, time.perf_counter() - started)

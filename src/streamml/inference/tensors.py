@@ -40,6 +40,23 @@ SIGNATURE_DATATYPES = {"string": "BYTES", "bool": "BOOL"} | {
 }
 
 
+#: OIP datatype -> the field of gRPC's InferTensorContents that carries it (typed, not raw, contents)
+CONTENTS_FIELDS = {
+    "BOOL": "bool_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+    "BYTES": "bytes_contents",
+}
+
+
 class InvalidTensor(InputError):
     """A request's tensor does not decode or breaks a limit (the client's fault: 400 / INVALID_ARGUMENT)."""
 

@@ -192,6 +192,37 @@ class Parity(BaseModel):
         return bool(np.isfinite(self.max_abs_diff)) and self.max_abs_diff <= self.tolerance
 
 
+class RemoteEndpoint(BaseModel):
+    """Where a remote version is scored: a model server speaking OIP v2 or TF Serving, over REST or gRPC.
+
+    ``url`` is ``http(s)://host:port`` for REST or ``grpc://host:port`` for gRPC; ``model`` and ``version``
+    name the model on that server. Each call has ``timeout_ms``; a retriable failure (unreachable, timed
+    out, overloaded) is retried ``retries`` times with exponential backoff from ``backoff_ms``; after
+    ``breaker_failures`` failed calls in a row the circuit opens for ``breaker_open_s`` (calls fail at once).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    url: str
+    protocol: Literal["v2", "tfserving"] = "v2"
+    model: str
+    version: str = ""
+    timeout_ms: int = Field(default=2000, gt=0)
+    retries: int = Field(default=3, ge=0)
+    backoff_ms: int = Field(default=50, ge=0)
+    breaker_failures: int = Field(default=5, ge=1)
+    breaker_open_s: float = Field(default=5.0, gt=0)
+
+    @property
+    def transport(self) -> Literal["grpc", "http"]:
+        return "grpc" if self.url.startswith("grpc://") else "http"
+
+    @property
+    def describe(self) -> str:
+        version = f"/versions/{self.version}" if self.version else ""
+        return f"{self.protocol} {self.url} model {self.model}{version}"
+
+
 class ModelCard(BaseModel):
     """Metadata of one model version; JSON-serialisable with :meth:`to_json` / :meth:`from_json`."""
 
@@ -217,6 +248,8 @@ class ModelCard(BaseModel):
     parity: Parity | None = None
     plots: list[str] = []
     tags: dict[str, str] = {}
+    #: set for a version scored by a model server instead of a local ONNX artifact
+    remote: RemoteEndpoint | None = None
 
     def to_json(self, indent: int | None = 2) -> str:
         return self.model_dump_json(indent=indent)

@@ -127,14 +127,23 @@ class ModelVersion:
     def plot_uris(self) -> list[str]:
         return [f"{self.uri}/{plot}" for plot in self.card.plots]
 
+    @property
+    def is_remote(self) -> bool:
+        """Whether a model server scores this version (its card names the endpoint; it has no artifact)."""
+        return self.card.remote is not None
+
     def artifact(self) -> bytes:
         """The ONNX bytes of this version."""
+        if self.is_remote:
+            raise RegistryError(f"{self.ref} is scored by a model server: it has no artifact")
         if self.registry is None:
             return read_artifact(self.model_uri)[0]
         return bytes(self.registry.fs.cat_file(self.registry._strip(self.model_uri)))
 
     def load(self, **options: Any) -> OnnxModel:
         """Load the artifact into ONNX Runtime (``options`` as for :meth:`OnnxModel.load`)."""
+        if self.card.remote is not None:
+            raise ModelError(f"{self.ref} is scored by a model server ({self.card.remote.describe}), not loaded")
         options.setdefault("feature_names", self.card.features or None)
         return OnnxModel(self.artifact(), source=f"{self.name}:{self.version}", **options)
 
@@ -232,6 +241,23 @@ class Registry:
         data, label = _read(artifact)
         card = self._validated_card(name, data, label, card or ModelCard(name=name))
         plot_files = [(os.path.basename(os.fspath(p)), _read(p)[0]) for p in plots]
+        version = self._store(name, card, data, plot_files)
+        logger.info("registered %s (%s)", version.ref, version.card.output.sql_type)
+        return version
+
+    def register_remote(self, name: str, card: ModelCard) -> ModelVersion:
+        """Store a version scored by a model server: the card (with ``remote`` and a signature), no artifact."""
+        _check_name(name)
+        if card.remote is None or card.signature is None:
+            raise RegistryError(f"refusing to register '{name}': a remote version needs an endpoint and a signature")
+        version = self._store(name, card, None, [])
+        logger.info("registered %s (remote: %s)", version.ref, card.remote.describe)
+        return version
+
+    def _store(
+        self, name: str, card: ModelCard, artifact: bytes | None, plot_files: builtins.list[tuple[str, bytes]]
+    ) -> ModelVersion:
+        """Write a new version folder (staged, then renamed) and commit it to the manifest."""
         with self._lock(name):
             manifest = self._manifest_or_new(name)
             version = max(manifest.next_version, 1 + max((e.version for e in manifest.versions), default=0))
@@ -240,17 +266,18 @@ class Registry:
                 logger.warning("removing uncommitted version folder %s", final)
                 self.fs.rm(final, recursive=True)
             card = card.with_updates(name=name, version=version, plots=[f"plots/{file}" for file, _ in plot_files])
+            card_bytes = card.to_json().encode()
             staging = f"{self._dir(name)}/.tmp-{uuid.uuid4().hex}"
             try:
                 self.fs.makedirs(f"{staging}/plots", exist_ok=True)
-                self.fs.pipe_file(f"{staging}/model.onnx", data)
-                self.fs.pipe_file(f"{staging}/card.json", card.to_json().encode())
+                if artifact is not None:
+                    self.fs.pipe_file(f"{staging}/model.onnx", artifact)
+                self.fs.pipe_file(f"{staging}/card.json", card_bytes)
                 for file, content in plot_files:
                     self.fs.pipe_file(f"{staging}/plots/{file}", content)
                 self.fs.mv(staging, final, recursive=True)
-                entry = _VersionEntry(
-                    version=version, created=card.created, sha256=hashlib.sha256(data).hexdigest(), size=len(data)
-                )
+                digest = hashlib.sha256(artifact if artifact is not None else card_bytes).hexdigest()
+                entry = _VersionEntry(version=version, created=card.created, sha256=digest, size=len(artifact or b""))
                 manifest.versions.append(entry)
                 manifest.next_version = version + 1
                 manifest.events.append(ModelEvent(action="register", model=name, version=version))
@@ -260,7 +287,6 @@ class Registry:
                     with contextlib.suppress(Exception):
                         self.fs.rm(leftover, recursive=True)
                 raise RegistryError(f"could not write version {version} of '{name}': {exc}") from exc
-        logger.info("registered %s:%d (%s)", name, version, card.output.sql_type)
         return self._version(manifest, version)
 
     def _validated_card(self, name: str, data: bytes, label: str, card: ModelCard) -> ModelCard:

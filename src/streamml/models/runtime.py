@@ -62,62 +62,19 @@ def read_artifact(source: str | os.PathLike[str] | bytes) -> tuple[bytes, str]:
         raise ModelError(f"cannot read model file '{label}': {exc}") from exc
 
 
-class OnnxModel:
-    """An ONNX model loaded once into an ``onnxruntime.InferenceSession``; scores whole batches.
-
-    ``feature_names`` (usually the model card's ``features``) name the columns stacked into a single 2-D
-    input when the batch is given as a mapping or an Arrow table.
+class BatchModel:
+    """A model scored a batch at a time: any batch form (array, columns, mapping, Arrow table) becomes the
+    feed its signature takes. Local ONNX models and models on a server share it, so both read ``PREDICT``'s
+    columns alike.
     """
 
-    def __init__(
-        self,
-        artifact: bytes,
-        *,
-        source: str = "<bytes>",
-        threads: int = 1,
-        device: str = "cpu",
-        providers: Sequence[str] | None = None,
-        feature_names: Sequence[str] | None = None,
-    ) -> None:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
-        try:
-            self._session = ort.InferenceSession(
-                artifact, sess_options=options, providers=select_providers(device, providers)
-            )
-        except Exception as exc:  # onnxruntime raises its own exception types
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelError(f"cannot load ONNX model '{source}': {first}") from exc
-        self.source = source
-        self.signature = Signature.from_session(self._session)
-        self.feature_names = list(feature_names) if feature_names is not None else None
-        self.providers: list[str] = list(self._session.get_providers())
-        self._output_names = self.signature.output_names
-        logger.debug("loaded %s (%s) on %s", source, self.signature.describe(), self.providers)
+    signature: Signature
+    source: str
+    feature_names: list[str] | None
 
-    @classmethod
-    def load(
-        cls,
-        source: str | os.PathLike[str] | bytes,
-        *,
-        threads: int = 1,
-        device: str = "cpu",
-        providers: Sequence[str] | None = None,
-        feature_names: Sequence[str] | None = None,
-    ) -> OnnxModel:
-        """Load an artifact from bytes, a path or an fsspec URL; :class:`ModelError` names a bad file."""
-        artifact, label = read_artifact(source)
-        return cls(
-            artifact,
-            source=label,
-            threads=threads,
-            device=device,
-            providers=providers,
-            feature_names=feature_names,
-        )
+    def predict(self, batch: Batch, outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Score a batch; returns every (or the requested) output by name, one row per input row."""
+        raise NotImplementedError
 
     @property
     def input_names(self) -> list[str]:
@@ -126,16 +83,6 @@ class OnnxModel:
     @property
     def output_names(self) -> list[str]:
         return self.signature.output_names
-
-    def predict(self, batch: Batch, outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
-        """Score a batch; returns every (or the requested) output by name, one row per input row."""
-        feed = self._feed(batch)
-        try:
-            results = self._session.run(list(outputs) if outputs else None, feed)
-        except Exception as exc:
-            raise ModelError(f"inference failed for model '{self.source}': {exc}") from exc
-        names = list(outputs) if outputs else self._output_names
-        return dict(zip(names, results, strict=True))
 
     def zeros(self, rows: int = 1) -> dict[str, np.ndarray]:
         """An all-zero feed of ``rows`` rows that matches the signature (a smoke test input)."""
@@ -193,6 +140,74 @@ class OnnxModel:
             return {spec.name: _stack(list(batch.values()), spec)}
         missing = [name for name in names if name not in batch]
         raise ModelError(f"model '{self.source}' needs columns {missing}", hint=f"it reads {names}")
+
+
+class OnnxModel(BatchModel):
+    """An ONNX model loaded once into an ``onnxruntime.InferenceSession``; scores whole batches.
+
+    ``feature_names`` (usually the model card's ``features``) name the columns stacked into a single 2-D
+    input when the batch is given as a mapping or an Arrow table.
+    """
+
+    def __init__(
+        self,
+        artifact: bytes,
+        *,
+        source: str = "<bytes>",
+        threads: int = 1,
+        device: str = "cpu",
+        providers: Sequence[str] | None = None,
+        feature_names: Sequence[str] | None = None,
+    ) -> None:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        try:
+            self._session = ort.InferenceSession(
+                artifact, sess_options=options, providers=select_providers(device, providers)
+            )
+        except Exception as exc:  # onnxruntime raises its own exception types
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelError(f"cannot load ONNX model '{source}': {first}") from exc
+        self.source = source
+        self.signature = Signature.from_session(self._session)
+        self.feature_names = list(feature_names) if feature_names is not None else None
+        self.providers: list[str] = list(self._session.get_providers())
+        self._output_names = self.signature.output_names
+        logger.debug("loaded %s (%s) on %s", source, self.signature.describe(), self.providers)
+
+    @classmethod
+    def load(
+        cls,
+        source: str | os.PathLike[str] | bytes,
+        *,
+        threads: int = 1,
+        device: str = "cpu",
+        providers: Sequence[str] | None = None,
+        feature_names: Sequence[str] | None = None,
+    ) -> OnnxModel:
+        """Load an artifact from bytes, a path or an fsspec URL; :class:`ModelError` names a bad file."""
+        artifact, label = read_artifact(source)
+        return cls(
+            artifact,
+            source=label,
+            threads=threads,
+            device=device,
+            providers=providers,
+            feature_names=feature_names,
+        )
+
+    def predict(self, batch: Batch, outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Score a batch; returns every (or the requested) output by name, one row per input row."""
+        feed = self._feed(batch)
+        try:
+            results = self._session.run(list(outputs) if outputs else None, feed)
+        except Exception as exc:
+            raise ModelError(f"inference failed for model '{self.source}': {exc}") from exc
+        names = list(outputs) if outputs else self._output_names
+        return dict(zip(names, results, strict=True))
 
 
 _PLAIN_NUMERIC = frozenset([pa.float64(), pa.float32(), pa.int64(), pa.int32()])

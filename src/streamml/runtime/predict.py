@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 
 from streamml.config import Settings
 from streamml.errors import ModelError, SqlError
+from streamml.inference.remote import RemoteError
 from streamml.inference.service import InferenceService, Served
 from streamml.models.events import ModelEvent
 from streamml.models.registry import Registry
@@ -86,18 +87,27 @@ class ModelProvider:
                     hint=f"call it OVER (PARTITION BY key ROWS {window - 1} PRECEDING)",
                 )
         valid = _complete(ref, columns, reject)
-        if valid is None:
-            return self._score(ref, served, columns)
-        if not valid.any():
+        if valid is not None and not valid.any():
             return pa.nulls(len(valid), _arrow_type(served.sql_type))
-        kept = pa.array(valid)
-        scored = self._score(ref, served, [column.filter(kept) for column in columns])
+        kept = columns if valid is None else [column.filter(pa.array(valid)) for column in columns]
+        try:
+            scored = self._score(ref, served, kept)
+        except RemoteError as exc:  # the model server failed for good: the rows become dead letters, not an error
+            if reject is None:
+                raise
+            rows = valid if valid is not None else np.ones(len(columns[0]) if columns else 0, dtype=bool)
+            reject(rows, str(exc))
+            return pa.nulls(len(rows), _arrow_type(served.sql_type))
+        if valid is None:
+            return scored
         return scored.take(pa.array(np.cumsum(valid) - 1, mask=~valid))  # NULL where rejected
 
     def _score(self, ref: str, served: Served, columns: list[pa.Array]) -> pa.StructArray:
         started = time.perf_counter()
         try:
             raw = self.service.score(served, columns)
+        except RemoteError as exc:
+            raise RemoteError(f"{FAILURE_PREFIX}'{ref}') with {exc}", retriable=exc.retriable) from None
         except ModelError as exc:
             raise ModelError(f"{FAILURE_PREFIX}'{ref}') with {exc}") from None
         finally:

@@ -17,28 +17,13 @@ import grpc
 from tritonclient.grpc import service_pb2 as pb
 
 from streamml.errors import ModelError
-from streamml.inference.tensors import InvalidTensor, datatype_of, from_bytes, from_json, to_bytes
+from streamml.inference.tensors import CONTENTS_FIELDS, InvalidTensor, datatype_of, from_bytes, from_json, to_bytes
 from streamml.serve.dataplane import DataPlane, ModelNotFound, NotReady
 from streamml.serve.oip import InferRequest, infer, model_metadata, repository_index, server_metadata
 
 log = logging.getLogger(__name__)
 
 SERVICE = "inference.GRPCInferenceService"
-#: OIP datatype -> the typed field of InferTensorContents that carries it
-_CONTENTS = {
-    "BOOL": "bool_contents",
-    "INT8": "int_contents",
-    "INT16": "int_contents",
-    "INT32": "int_contents",
-    "INT64": "int64_contents",
-    "UINT8": "uint_contents",
-    "UINT16": "uint_contents",
-    "UINT32": "uint_contents",
-    "UINT64": "uint64_contents",
-    "FP32": "fp32_contents",
-    "FP64": "fp64_contents",
-    "BYTES": "bytes_contents",
-}
 
 
 def status_of(exc: Exception) -> grpc.StatusCode:
@@ -109,18 +94,18 @@ def handler(plane: DataPlane) -> grpc.GenericRpcHandler:
         SERVICE,
         {
             name: grpc.unary_unary_rpc_method_handler(
-                _guarded(fn), request_deserializer=message.FromString, response_serializer=_serialize
+                guarded(fn), request_deserializer=message.FromString, response_serializer=serialize
             )
             for name, (fn, message) in methods.items()
         },
     )
 
 
-def _serialize(message: Any) -> bytes:
+def serialize(message: Any) -> bytes:
     return bytes(message.SerializeToString())
 
 
-def _guarded(
+def guarded(
     fn: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]],
 ) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
     """``fn`` with our errors answered as gRPC status codes."""
@@ -148,7 +133,7 @@ def decode_request(request: pb.ModelInferRequest, plane: DataPlane) -> InferRequ
         if raw:
             inputs[tensor.name] = from_bytes(tensor.name, tensor.datatype, shape, raw[i], plane.limits)
             continue
-        field = _CONTENTS.get(tensor.datatype.upper())
+        field = CONTENTS_FIELDS.get(tensor.datatype.upper())
         if field is None:
             raise InvalidTensor(f"input '{tensor.name}': {tensor.datatype} needs raw_input_contents")
         inputs[tensor.name] = from_json(

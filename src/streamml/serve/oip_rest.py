@@ -95,7 +95,7 @@ def routes(plane: DataPlane) -> list[BaseRoute]:
         started = time.perf_counter()
         name = request.path_params["model"]
         try:
-            body = await _read_body(request, plane.limits.max_request_bytes)
+            body = await read_body(request, plane.limits.max_request_bytes)
             decoded = decode_request(body, request.headers.get(HEADER_LENGTH), plane)
             decoded.model, decoded.version = name, request.path_params.get("version", "")
             answer = await infer(plane, decoded)
@@ -126,7 +126,7 @@ def routes(plane: DataPlane) -> list[BaseRoute]:
     return table
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise TooLarge(f"request body of {declared} bytes is over the limit of {limit}")

@@ -23,7 +23,7 @@ from streamml.inference.service import Served
 from streamml.inference.tensors import InvalidTensor, Limits, check_shape
 from streamml.serve import tfserving as tfs
 from streamml.serve.dataplane import DataPlane
-from streamml.serve.oip_grpc import _guarded, _serialize
+from streamml.serve.oip_grpc import guarded, serialize
 from streamml.serve.tfserving_protos import (
     classification_pb2,
     example_pb2,
@@ -253,13 +253,13 @@ def _service(
 ) -> grpc.GenericRpcHandler:
     table = {
         method: grpc.unary_unary_rpc_method_handler(
-            _guarded(fn), request_deserializer=message.FromString, response_serializer=_serialize
+            guarded(fn), request_deserializer=message.FromString, response_serializer=serialize
         )
         for method, (fn, message) in methods.items()
     }
     for method, message in absent.items():
         table[method] = grpc.unary_unary_rpc_method_handler(
-            _unimplemented(f"{name}/{method}"), request_deserializer=message.FromString, response_serializer=_serialize
+            _unimplemented(f"{name}/{method}"), request_deserializer=message.FromString, response_serializer=serialize
         )
     return grpc.method_handlers_generic_handler(name, table)
 

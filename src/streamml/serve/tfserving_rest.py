@@ -27,7 +27,7 @@ from streamml.inference.tensors import InvalidTensor, check_shape
 from streamml.models.signature import TensorSpec
 from streamml.serve import tfserving as tfs
 from streamml.serve.dataplane import DataPlane, Feed
-from streamml.serve.oip_rest import _read_body, error_response, json_response
+from streamml.serve.oip_rest import error_response, json_response, read_body
 from streamml.serve.tfserving_protos import get_model_metadata_pb2
 
 READS = {"status", "metadata"}
@@ -56,7 +56,7 @@ def routes(plane: DataPlane) -> list[BaseRoute]:
             served = target.resolve(plane)
             if verb == "metadata":
                 return json_response(metadata(served))
-            body = await _read_body(request, plane.limits.max_request_bytes)
+            body = await read_body(request, plane.limits.max_request_bytes)
             return json_response(await _write(plane, served, verb, _document(body)))
         except Exception as exc:
             if isinstance(exc, InvalidTensor) and verb in WRITES:
