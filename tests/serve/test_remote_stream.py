@@ -75,6 +75,7 @@ def test_remote_predict_survives_a_server_kill_and_restart(
             send(10)
             time.sleep(3.0)
             server = ServeProcess(serve_registry, tmp_path / "serve", http_port=http, grpc_port=grpc).wait_ready()
+            time.sleep(2.0)  # the client reconnects within about a second of the server's return
             send(10)
             assert wait_for(lambda: len(read(kafka_config, sink)) + len(read(kafka_config, dlq)) >= total, 120)
             time.sleep(1.0)  # nothing more may come: a duplicate would show up here
@@ -87,7 +88,8 @@ def test_remote_predict_survives_a_server_kill_and_restart(
     assert len(scored_ids) == len(set(scored_ids)) and len(dead_ids) == len(set(dead_ids)), "duplicates"
     assert sorted(scored_ids + dead_ids) == list(range(total)), "records lost"
     assert dead_ids, "the outage produced no dead letters"
-    assert max(scored_ids) > max(dead_ids), "scoring did not resume after the restart"
+    last = max(range(len(dead)), key=lambda i: dead_ids[i])
+    assert max(scored_ids) > max(dead_ids), f"scoring did not resume after the restart: {dead[last][3]}"
     labels = {orjson.loads(v)["P"]["LABEL"] for _, _, v, _ in scored if v}
     assert labels == {"setosa", "versicolor", "virginica"}
     reasons = {h["streamml.error.message"] for _, _, _, h in dead}

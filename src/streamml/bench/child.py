@@ -161,6 +161,50 @@ def per_message(spec: dict[str, Any], clock: Clock, go: threading.Event, stop: t
     return clock.result()
 
 
+def per_message_remote(
+    spec: dict[str, Any], clock: Clock, go: threading.Event, stop: threading.Event
+) -> dict[str, Any]:
+    """The Kafka Streams + TF Serving demos' loop: per message a new gRPC channel and one blocking call."""
+    import grpc
+    import numpy as np
+    from confluent_kafka import Consumer, Producer
+    from tritonclient.grpc import service_pb2 as pb
+
+    from streamml.bench.data import FEATURES
+    from streamml.kafka import client_config
+
+    config = client_config(_settings(spec))
+    consumer = Consumer(
+        {**config, "group.id": spec["group"], "enable.auto.commit": False, "auto.offset.reset": "earliest"}
+    )
+    consumer.subscribe([spec["input"]])
+    producer = Producer(config)
+    out, limit, method = spec["output"], spec.get("stop_after"), "/inference.GRPCInferenceService/ModelInfer"
+    _ready(go)
+    try:
+        while not stop.is_set() and (limit is None or clock.records < limit):
+            msg = consumer.poll(0.1)
+            if msg is None or msg.error() is not None:
+                continue
+            clock.mark()
+            row = json.loads(msg.value() or b"null")
+            request = pb.ModelInferRequest(model_name=spec["remote_model"])
+            request.inputs.add(name=spec["input_name"], datatype="FP32", shape=[1, len(FEATURES)])
+            request.raw_input_contents.append(np.array([[row[f] for f in FEATURES]], dtype="<f4").tobytes())
+            with grpc.insecure_channel(spec["server"]) as channel:
+                call = channel.unary_unary(method, pb.ModelInferRequest.SerializeToString,
+                                           pb.ModelInferResponse.FromString)  # fmt: skip
+                reply = call(request)
+            score = float(np.frombuffer(reply.raw_output_contents[0], dtype="<f4")[0])
+            producer.produce(out, json.dumps({"Id": row["Id"], "score": score}).encode(), msg.key())
+            producer.poll(0)
+            consumer.commit(message=msg, asynchronous=False)
+    finally:
+        producer.flush(30)
+        consumer.close()
+    return clock.result()
+
+
 def runner(spec: dict[str, Any], clock: Clock, go: threading.Event, stop: threading.Event) -> dict[str, Any]:
     """streamml's Runner running the given persistent queries in this process."""
     from streamml.kafka import BatchConsumer
@@ -215,6 +259,7 @@ def _ready(go: threading.Event) -> None:
 KINDS: dict[str, Callable[[dict[str, Any], Clock, threading.Event, threading.Event], dict[str, Any]]] = {
     "passthrough": passthrough,
     "per_message": per_message,
+    "per_message_remote": per_message_remote,
     "runner": runner,
 }
 

@@ -336,9 +336,13 @@ def run_sql(
         bench.drop_topics(output, service)
 
 
-SCORING = (
-    "CREATE STREAM scored WITH (KAFKA_TOPIC='{output}') AS SELECT Id, PREDICT('fraud', " + ARGS + ") AS p FROM tx;"
-)
+def scoring_sql(model: str = "fraud") -> str:
+    """The scoring query over ``tx`` with ``{output}`` left to fill in."""
+    return (
+        f"CREATE STREAM scored WITH (KAFKA_TOPIC='{{output}}') AS SELECT Id, PREDICT('{model}', {ARGS}) AS p FROM tx;"
+    )
+
+
 FILTER = "Amount >= 1.0"
 STATELESS = "CREATE STREAM filtered WITH (KAFKA_TOPIC='{output}') AS SELECT Id, " + ARGS + f" FROM tx WHERE {FILTER};"
 TUMBLING = (
@@ -347,10 +351,10 @@ TUMBLING = (
 )
 
 
-def streamml_scoring(bench: Bench, source: str, records: int, workers: int = 1) -> ScenarioResult:
+def streamml_scoring(bench: Bench, source: str, records: int, workers: int = 1, model: str = "fraud") -> ScenarioResult:
     """(b) PREDICT in a persistent query, exactly-once, in ``workers`` processes."""
     name = f"streamml ({workers} worker{'s' if workers > 1 else ''})"
-    return run_sql(bench, name, source, records, SCORING, ids_check(range(records)), workers=workers)
+    return run_sql(bench, name, source, records, scoring_sql(model), ids_check(range(records)), workers=workers)
 
 
 def stateless(bench: Bench, source: str, table: pa.Table, exactly_once: bool = True) -> ScenarioResult:
@@ -367,12 +371,19 @@ def tumbling(bench: Bench, source: str, records: int) -> ScenarioResult:
     )
 
 
-def per_message(bench: Bench, source: str, records: int) -> ScenarioResult:
-    """(c) the reference demos' loop over a bounded input; records/s extrapolates."""
+def per_message(
+    bench: Bench, source: str, records: int, server: str | None = None, input_name: str = ""
+) -> ScenarioResult:
+    """(c) the reference demos' loop over a bounded input; records/s extrapolates. With ``server`` (a gRPC
+    address), each message is scored by one blocking call to the model server on a new channel, as the
+    Kafka Streams + TF Serving demos did."""
     group, output = bench.name("loop"), bench.name("loop-out")
     bench.admin.create_topic(output, partitions=data.PARTITIONS)
     spec = {
-        "kind": "per_message",
+        "kind": "per_message" if server is None else "per_message_remote",
+        "server": server,
+        "input_name": input_name,
+        "remote_model": "fraud",
         "settings": bench.settings_overrides(group, "w0"),
         "group": group,
         "input": source,
@@ -383,7 +394,7 @@ def per_message(bench: Bench, source: str, records: int) -> ScenarioResult:
     try:
         return run_workers(
             bench,
-            "per-message loop",
+            "per-message loop" if server is None else "per-message blocking call",
             [child_argv(spec)],
             group=group,
             source=source,
@@ -454,6 +465,7 @@ def latency(
     exactly_once: bool = True,
     max_wait_ms: int = 10,
     warmup_s: float = 1.0,
+    model: str = "fraud",
 ) -> ScenarioResult:
     """(b), or the passthrough, at a steady ``rate``: record timestamp -> output readable (read_committed)."""
     from streamml.runtime.naming import group_id
@@ -483,7 +495,7 @@ def latency(
             spec.update(kind="passthrough", group=group, worker="w0", output=output)
         else:
             sql = f"CREATE STREAM tx ({data.COLUMNS}) WITH (KAFKA_TOPIC='{source}', VALUE_FORMAT='JSON');\n"
-            queries = register(bench, service, sql + SCORING.format(output=output))
+            queries = register(bench, service, sql + scoring_sql(model).format(output=output))
             group = group_id(service, queries[0])
             spec.update(kind="runner", queries=queries)
         worker = Worker(child_argv(spec), bench.workdir / f"latency-{service}.log")

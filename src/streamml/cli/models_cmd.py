@@ -111,7 +111,9 @@ def register(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="Model name."),
     artifact: Path | None = typer.Argument(None, help="ONNX file to register (none with --remote)."),
-    card: Path | None = typer.Option(None, "--card", help="card.json to store with it."),
+    card: Path | None = typer.Option(
+        None, "--card", help="card.json to store with it (with --remote: its output spec and threshold apply)."
+    ),
     remote: str | None = typer.Option(
         None, "--remote", help="Score on a model server instead: http://HOST:PORT (REST) or grpc://HOST:PORT."
     ),
@@ -147,6 +149,8 @@ def register(
     )
     signature, output = describe(endpoint)
     base = parsed or ModelCard(name=name)
+    if base.output.fields:  # a card that says what the outputs mean (a classifier's classes, a threshold) wins
+        output = base.output
     version = registry(ctx).register_remote(
         name, base.with_updates(remote=endpoint, signature=signature, output=output, framework="remote")
     )
