@@ -136,7 +136,7 @@ def test_a_body_over_the_limit_is_refused_before_it_is_read(serve_registry: Regi
         assert reply.status_code == 413 and "1024" in reply.json()["error"]
 
 
-def test_promotions_are_followed_live(tmp_path: Path) -> None:
+def test_promotions_and_new_models_are_followed_live(tmp_path: Path) -> None:
     registry = Registry(str(tmp_path / "registry"))
     for seed in (1, 2):
         train_table(
@@ -153,4 +153,9 @@ def test_promotions_are_followed_live(tmp_path: Path) -> None:
         deadline = time.monotonic() + 20
         while httpx.post(f"{url}/infer", json=body).json()["model_version"] != "2":
             assert time.monotonic() < deadline, "the promotion was not followed"
+            time.sleep(0.1)
+        assert httpx.get(f"{running.url}/v2/models/lilies").status_code == 404
+        train_table("classifier", iris_table(), "species", {"model": "logistic"}, name="lilies", registry=registry)
+        while httpx.post(f"{running.url}/v2/models/lilies/infer", json=body).status_code != 200:
+            assert time.monotonic() < deadline, "a newly registered model was not served"
             time.sleep(0.1)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -10,7 +12,7 @@ from pathlib import Path
 import httpx
 
 from streamml.models.registry import Registry
-from tests.serve.conftest import IRIS_ROWS, ServeProcess
+from tests.serve.conftest import IRIS_ROWS, STREAMML, Running, ServeProcess, free_port
 
 
 def test_sigterm_drains_requests_in_flight_then_exits(serve_registry: Registry, tmp_path: Path) -> None:
@@ -50,3 +52,29 @@ def test_a_port_in_use_is_a_clear_error(serve_registry: Registry, tmp_path: Path
     finally:
         first.proc.send_signal(signal.SIGTERM)
         first.finish()
+
+
+def run_cli(registry: Registry, home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMML_")}
+    env.update({"STREAMML_HOME": str(home), "STREAMML_REGISTRY_URL": registry.root_url, "COLUMNS": "200"})
+    return subprocess.run([STREAMML, *args], env=env, capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_models_register_remote_reads_the_server_and_refuses_clearly(iris_server: Running, tmp_path: Path) -> None:
+    registry = Registry(str(tmp_path / "runner-registry"))
+    done = run_cli(registry, tmp_path, "models", "register", "flowers", "--remote", f"grpc://{iris_server.grpc}",
+                   "--model", "iris", "--timeout-ms", "800")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "registered flowers:1" in done.stdout and "label VARCHAR" in done.stdout
+    card = registry.get("flowers").card
+    assert card.remote is not None and card.remote.timeout_ms == 800 and card.signature is not None
+    shown = run_cli(registry, tmp_path, "models", "show", "flowers")
+    assert f"remote: v2 grpc://{iris_server.grpc} model iris" in shown.stdout, shown.stdout
+    for args, message in [
+        (["--remote", "localhost:1"], "is not a URL"),
+        (["--remote", f"http://{iris_server.http}", "--protocol", "kserve"], "unknown protocol"),
+        (["--remote", f"http://127.0.0.1:{free_port()}"], "cannot read the metadata"),
+        (["--remote", f"http://{iris_server.http}", "--model", "nope"], "cannot read the metadata"),
+    ]:
+        refused = run_cli(registry, tmp_path, "models", "register", "other", *args)
+        assert refused.returncode != 0 and message in refused.stderr and "Traceback" not in refused.stderr, refused
