@@ -62,7 +62,9 @@ def test_a_server_that_is_down_sends_the_batch_to_dead_letters_then_opens_the_ci
     assert out.null_count == 3
     ((count, why),) = rejected
     assert count == 3
-    assert "PREDICT('flowers')" in why and dead.url in why and "cannot reach the server" in why and "after 3 tries" in why
+    assert (
+        "PREDICT('flowers')" in why and dead.url in why and "cannot reach the server" in why and "after 3 tries" in why
+    )
     assert model.calls == 3  # the first try and two retries
     provider.predict("flowers", columns(IRIS_ROWS), lambda mask, why: rejected.append((int(mask.sum()), why)))
     assert model.calls == 5 and model.breaker.open  # five failed calls in a row open the circuit
