@@ -11,10 +11,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from streamml.inference.tfserving_protos import classification_pb2, example_pb2, prediction_service_pb2_grpc
 from streamml.ingest.census import census
 from streamml.models.registry import Registry
 from streamml.models.training import train_table
-from streamml.serve.tfserving_protos import classification_pb2, example_pb2, prediction_service_pb2_grpc
 from tests.serve.conftest import Running, start_server
 
 

@@ -33,7 +33,9 @@ def exec_count(server: Running) -> float:
     return server.server.plane.service.metrics.value("nv_inference_exec_count", model="iris", version="1")
 
 
-@pytest.mark.parametrize(("scheme", "protocol"), [("grpc", "v2"), ("http", "v2"), ("http", "tfserving")])
+@pytest.mark.parametrize(
+    ("scheme", "protocol"), [("grpc", "v2"), ("http", "v2"), ("grpc", "tfserving"), ("http", "tfserving")]
+)
 def test_predict_scores_a_batch_with_one_call(iris_server: Running, tmp_path: Path, scheme: str, protocol: str) -> None:
     address = iris_server.grpc if scheme == "grpc" else iris_server.http
     endpoint = RemoteEndpoint(url=f"{scheme}://{address}", model="iris", protocol=protocol)  # type: ignore[arg-type]

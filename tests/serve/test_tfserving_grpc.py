@@ -8,7 +8,7 @@ import grpc
 import numpy as np
 import pytest
 
-from streamml.serve.tfserving_protos import (
+from streamml.inference.tfserving_protos import (
     classification_pb2,
     example_pb2,
     get_model_metadata_pb2,

@@ -159,11 +159,9 @@ def connect(endpoint: RemoteEndpoint) -> Transport:
         from streamml.inference.remote_v2 import V2Http
 
         return V2Http(endpoint)
-    if endpoint.transport == "grpc":
-        raise ModelError("TF Serving is reached over REST here", hint="use http://host:8501 for --protocol tfserving")
-    from streamml.inference.remote_tfserving import TfServingHttp
+    from streamml.inference.remote_tfserving import TfServingGrpc, TfServingHttp
 
-    return TfServingHttp(endpoint)
+    return TfServingGrpc(endpoint) if endpoint.transport == "grpc" else TfServingHttp(endpoint)
 
 
 def describe(endpoint: RemoteEndpoint) -> tuple[Signature, OutputSpec]:

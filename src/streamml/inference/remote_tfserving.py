@@ -1,8 +1,9 @@
-"""The TensorFlow Serving REST client side: ``:predict`` with columnar ``inputs``, metadata from ``/metadata``.
+"""The TensorFlow Serving client side: ``Predict`` over gRPC, ``:predict`` over REST, signatures from metadata.
 
-Columnar requests (``{"inputs": {name: values}}``) carry whole tensors, so one batch is one call, and the
-answer's ``outputs`` is a mapping (or, for a one-output signature, the tensor itself). Signatures come
-from ``GET /v1/models/M[/versions/V]/metadata``'s ``serving_default`` signature_def.
+gRPC sends ``PredictRequest`` with numbers as raw ``tensor_content``; REST sends columnar requests
+(``{"inputs": {name: values}}``), whole tensors, whose answer's ``outputs`` is a mapping (or, for a
+one-output signature, the tensor itself). Either way one batch is one call. Signatures come from the
+``serving_default`` signature_def of ``GetModelMetadata`` (``GET /v1/models/M[/versions/V]/metadata``).
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ import httpx
 import numpy as np
 import orjson
 
-from streamml.inference.remote import RemoteError
-from streamml.inference.remote_v2 import send
+from streamml.inference.remote import RemoteError, decoded, reply_limits
+from streamml.inference.remote_v2 import GrpcChannel, send
+from streamml.inference.tensorproto import TYPES, from_proto, to_proto
+from streamml.inference.tfserving_protos import get_model_metadata_pb2, predict_pb2, types_pb2
 from streamml.models.card import RemoteEndpoint
 from streamml.models.signature import TensorSpec
 
@@ -102,3 +105,71 @@ def _array(values: Any) -> np.ndarray:
     if array.dtype.kind == "U":
         return array.astype(object)
     return array
+
+
+class TfServingGrpc:
+    """``tensorflow.serving.PredictionService`` over one channel."""
+
+    def __init__(self, endpoint: RemoteEndpoint) -> None:
+        self.endpoint = endpoint
+        self.channel = GrpcChannel(endpoint.url)
+        service = "/tensorflow.serving.PredictionService/"
+        self._predict = self.channel.method(
+            service + "Predict", predict_pb2.PredictRequest, predict_pb2.PredictResponse
+        )
+        self._metadata = self.channel.method(
+            service + "GetModelMetadata",
+            get_model_metadata_pb2.GetModelMetadataRequest,
+            get_model_metadata_pb2.GetModelMetadataResponse,
+        )
+
+    def _spec(self, spec: Any) -> None:
+        spec.name = self.endpoint.model
+        version = self.endpoint.version
+        if version.isdigit():
+            spec.version.value = int(version)
+        elif version:
+            spec.version_label = version
+
+    def infer(self, feed: Feed, timeout_s: float) -> Feed:
+        request = predict_pb2.PredictRequest()
+        self._spec(request.model_spec)
+        for name, array in feed.items():
+            request.inputs[name].CopyFrom(to_proto(array, content=True))
+        reply = self._predict(request, timeout_s)
+        try:
+            return {
+                name: decoded(from_proto(name, reply.outputs[name], reply_limits())) for name in sorted(reply.outputs)
+            }
+        except ValueError as exc:
+            raise RemoteError(f"unreadable predict reply: {exc}", retriable=False) from None
+
+    def metadata(self, timeout_s: float) -> tuple[list[TensorSpec], list[TensorSpec]]:
+        request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+        self._spec(request.model_spec)
+        reply = self._metadata(request, timeout_s)
+        signatures = get_model_metadata_pb2.SignatureDefMap()
+        if "signature_def" not in reply.metadata or not reply.metadata["signature_def"].Unpack(signatures):
+            raise RemoteError("metadata without signature_def", retriable=False)
+        if "serving_default" not in signatures.signature_def:
+            raise RemoteError(f"no serving_default signature (has {sorted(signatures.signature_def)})", retriable=False)
+        signature = signatures.signature_def["serving_default"]
+        # protobuf maps keep no order: names sorted, so the signature reads the same on every call
+        return (
+            [_info(k, signature.inputs[k]) for k in sorted(signature.inputs)],
+            [_info(k, signature.outputs[k]) for k in sorted(signature.outputs)],
+        )
+
+    def close(self) -> None:
+        self.channel.close()
+
+
+def _info(key: str, info: Any) -> TensorSpec:
+    kind = TYPES.get(info.dtype)
+    if kind is None:
+        name = types_pb2.DataType.Name(info.dtype)
+        raise RemoteError(f"tensor '{key}' has dtype {name}, which streamml cannot feed", retriable=False)
+    dtype = "string" if info.dtype == types_pb2.DT_STRING else kind[0].name
+    if info.tensor_shape.unknown_rank:
+        return TensorSpec(name=key, dtype=dtype, shape=None)
+    return TensorSpec(name=key, dtype=dtype, shape=[d.size if d.size >= 0 else None for d in info.tensor_shape.dim])

@@ -9,6 +9,7 @@ timed out, overloaded or shutting down is retriable; a refused request (bad inpu
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -41,13 +42,13 @@ RETRIABLE_STATUS = {429, 502, 503, 504}
 _HEADER_LENGTH = "inference-header-content-length"
 
 
-class V2Grpc:
-    """``inference.GRPCInferenceService`` over one channel."""
+class GrpcChannel:
+    """One long-lived gRPC channel that finds a restarted server again within a second, its calls waiting for
+    a connection within their timeout; failures as :class:`RemoteError` (retriable by status code)."""
 
-    def __init__(self, endpoint: RemoteEndpoint) -> None:
-        self.endpoint = endpoint
+    def __init__(self, url: str) -> None:
         self.channel = grpc.insecure_channel(
-            endpoint.url.removeprefix("grpc://"),
+            url.removeprefix("grpc://"),
             options=[("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1),
                      ("grpc.keepalive_time_ms", 30_000), ("grpc.enable_retries", 0),
                      # a restarted server is found again within a second, not after gRPC's default 2-minute backoff
@@ -56,51 +57,20 @@ class V2Grpc:
         )  # fmt: skip
         self.state = grpc.ChannelConnectivity.IDLE
         self.channel.subscribe(self._track, try_to_connect=False)
-        service = "/inference.GRPCInferenceService/"
-        self._infer = self.channel.unary_unary(
-            service + "ModelInfer",
-            request_serializer=pb.ModelInferRequest.SerializeToString,
-            response_deserializer=pb.ModelInferResponse.FromString,
-        )
-        self._metadata = self.channel.unary_unary(
-            service + "ModelMetadata",
-            request_serializer=pb.ModelMetadataRequest.SerializeToString,
-            response_deserializer=pb.ModelMetadataResponse.FromString,
+
+    def method(self, path: str, request: Any, response: Any) -> Callable[[Any, float], Any]:
+        """A unary method: ``call(message, timeout_s)`` returns the reply or raises :class:`RemoteError`."""
+        stub = self.channel.unary_unary(
+            path, request_serializer=request.SerializeToString, response_deserializer=response.FromString
         )
 
-    def infer(self, feed: Feed, timeout_s: float) -> Feed:
-        e = self.endpoint
-        request = pb.ModelInferRequest(model_name=e.model, model_version=e.version)
-        for name, array in feed.items():
-            datatype, raw = wire_array(array)
-            request.inputs.add(name=name, datatype=datatype, shape=list(array.shape))
-            request.raw_input_contents.append(raw)
-        try:
-            reply = self._infer(request, timeout=timeout_s, wait_for_ready=True)  # a reconnect counts in the timeout
-        except grpc.RpcError as exc:
-            raise self._error(exc, timeout_s) from None
-        raw_outputs = list(reply.raw_output_contents)
-        outputs = {}
-        for i, out in enumerate(reply.outputs):
-            shape = list(out.shape)
-            if raw_outputs:
-                array = from_bytes(out.name, out.datatype, shape, raw_outputs[i], reply_limits())
-            else:
-                values = list(getattr(out.contents, CONTENTS_FIELDS.get(out.datatype.upper(), "bytes_contents")))
-                array = from_json(out.name, out.datatype, shape, values, reply_limits())
-            outputs[out.name] = decoded(array)
-        return outputs
+        def call(message: Any, timeout_s: float) -> Any:
+            try:
+                return stub(message, timeout=timeout_s, wait_for_ready=True)  # a reconnect counts in the timeout
+            except grpc.RpcError as exc:
+                raise self._error(exc, timeout_s) from None
 
-    def metadata(self, timeout_s: float) -> tuple[list[TensorSpec], list[TensorSpec]]:
-        request = pb.ModelMetadataRequest(name=self.endpoint.model, version=self.endpoint.version)
-        try:
-            meta = self._metadata(request, timeout=timeout_s)
-        except grpc.RpcError as exc:
-            raise self._error(exc, timeout_s) from None
-        return (
-            [tensor_spec(t.name, t.datatype, list(t.shape)) for t in meta.inputs],
-            [tensor_spec(t.name, t.datatype, list(t.shape)) for t in meta.outputs],
-        )
+        return call
 
     def close(self) -> None:
         self.channel.unsubscribe(self._track)
@@ -115,6 +85,51 @@ class V2Grpc:
         if code == grpc.StatusCode.DEADLINE_EXCEEDED and self.state != grpc.ChannelConnectivity.READY:
             details = f"cannot reach the server: not connected within {timeout_s * 1000:.0f} ms ({self.state.name})"
         return RemoteError(f"{code.name}: {details}", retriable=code in _RETRIABLE_CODES)
+
+
+class V2Grpc:
+    """``inference.GRPCInferenceService`` over one channel."""
+
+    def __init__(self, endpoint: RemoteEndpoint) -> None:
+        self.endpoint = endpoint
+        self.channel = GrpcChannel(endpoint.url)
+        service = "/inference.GRPCInferenceService/"
+        self._infer = self.channel.method(service + "ModelInfer", pb.ModelInferRequest, pb.ModelInferResponse)
+        self._metadata = self.channel.method(
+            service + "ModelMetadata", pb.ModelMetadataRequest, pb.ModelMetadataResponse
+        )
+
+    def infer(self, feed: Feed, timeout_s: float) -> Feed:
+        e = self.endpoint
+        request = pb.ModelInferRequest(model_name=e.model, model_version=e.version)
+        for name, array in feed.items():
+            datatype, raw = wire_array(array)
+            request.inputs.add(name=name, datatype=datatype, shape=list(array.shape))
+            request.raw_input_contents.append(raw)
+        reply = self._infer(request, timeout_s)
+        raw_outputs = list(reply.raw_output_contents)
+        outputs = {}
+        for i, out in enumerate(reply.outputs):
+            shape = list(out.shape)
+            if raw_outputs:
+                array = from_bytes(out.name, out.datatype, shape, raw_outputs[i], reply_limits())
+            else:
+                values = list(getattr(out.contents, CONTENTS_FIELDS.get(out.datatype.upper(), "bytes_contents")))
+                array = from_json(out.name, out.datatype, shape, values, reply_limits())
+            outputs[out.name] = decoded(array)
+        return outputs
+
+    def metadata(self, timeout_s: float) -> tuple[list[TensorSpec], list[TensorSpec]]:
+        meta = self._metadata(
+            pb.ModelMetadataRequest(name=self.endpoint.model, version=self.endpoint.version), timeout_s
+        )
+        return (
+            [tensor_spec(t.name, t.datatype, list(t.shape)) for t in meta.inputs],
+            [tensor_spec(t.name, t.datatype, list(t.shape)) for t in meta.outputs],
+        )
+
+    def close(self) -> None:
+        self.channel.close()
 
 
 class V2Http:

@@ -20,10 +20,10 @@ import numpy as np
 from streamml.errors import ModelError
 from streamml.inference.service import Served
 from streamml.inference.tensors import InvalidTensor
+from streamml.inference.tfserving_protos import meta_graph_pb2, types_pb2
 from streamml.models.registry import ModelRef
 from streamml.models.signature import TensorSpec
 from streamml.serve.dataplane import DataPlane, Feed
-from streamml.serve.tfserving_protos import meta_graph_pb2, types_pb2
 
 DEFAULT_SIGNATURE = "serving_default"
 CLASSIFY_SIGNATURE = "classification"

@@ -24,11 +24,11 @@ from starlette.routing import BaseRoute, Route
 
 from streamml.inference.service import Served
 from streamml.inference.tensors import InvalidTensor, check_shape
+from streamml.inference.tfserving_protos import get_model_metadata_pb2
 from streamml.models.signature import TensorSpec
 from streamml.serve import tfserving as tfs
 from streamml.serve.dataplane import DataPlane, Feed
 from streamml.serve.oip_rest import error_response, json_response, read_body
-from streamml.serve.tfserving_protos import get_model_metadata_pb2
 
 READS = {"status", "metadata"}
 WRITES = {"predict", "classify", "regress"}
