@@ -40,6 +40,7 @@ from streamml.serve.oip_grpc import guarded, serialize
 PREDICTION_SERVICE = "tensorflow.serving.PredictionService"
 MODEL_SERVICE = "tensorflow.serving.ModelService"
 
+
 # -- requests -------------------------------------------------------------------------------------------
 def target_of(spec: model_pb2.ModelSpec) -> tfs.Target:
     """The model a ``ModelSpec`` names (``version`` or ``version_label``)."""
