@@ -70,8 +70,9 @@ class TfServingHttp:
         meta = send(self.client, "GET", self.path + "/metadata", timeout_s).json()
         try:
             signature = meta["metadata"]["signature_def"]["signature_def"]["serving_default"]
-            inputs = [_spec(key, value) for key, value in signature["inputs"].items()]
-            outputs = [_spec(key, value) for key, value in signature["outputs"].items()]
+            # a signature_def's tensors are a protobuf map, in no order: names sorted, as over gRPC
+            inputs = [_spec(key, signature["inputs"][key]) for key in sorted(signature["inputs"])]
+            outputs = [_spec(key, signature["outputs"][key]) for key in sorted(signature["outputs"])]
         except (KeyError, TypeError) as exc:
             raise RemoteError(f"metadata without a serving_default signature ({exc})", retriable=False) from None
         self._outputs = [spec.name for spec in outputs]
