@@ -102,14 +102,7 @@ def test_a_remote_version_gets_a_batchs_labels_from_mlserver_in_one_call(
     assert list(outputs["predict"].reshape(-1)) == list(pipeline.predict(rows))
 
 
-# MLServer answers a column of N labels as BYTES of shape [N, 1] (and declares [-1, 1]); streamml's raw
-# output turns every tensor of rank > 1 into ARRAY<DOUBLE> and fails to cast the labels to float.
-LABELS_AS_N_BY_1 = pytest.mark.xfail(
-    raises=ValueError, strict=True, reason="a BYTES output of shape [N, 1] is read as ARRAY<DOUBLE>"
-)
-
-
-@LABELS_AS_N_BY_1
+# MLServer answers a column of N labels as BYTES of shape [N, 1] (and declares [-1, 1]): one VARCHAR per row.
 @pytest.mark.parametrize("scheme", ["grpc", "http"])
 def test_predict_scores_a_batch_on_mlserver_with_one_call(
     mlserver: tuple[Server, Any], tmp_path: Path, scheme: str

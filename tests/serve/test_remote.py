@@ -91,3 +91,23 @@ def test_registering_reads_the_signature_from_the_server(iris_server: Running) -
     assert [(f.name, f.sql_type) for f in output.fields] == [("label", "VARCHAR"), ("probabilities", "ARRAY<DOUBLE>")]
     with pytest.raises(ModelError, match="cannot read the metadata"):
         describe(RemoteEndpoint(url=f"http://{iris_server.http}", model="nope"))
+
+
+def test_outputs_of_one_value_per_row_map_to_scalars() -> None:
+    from streamml.inference.remote import raw_output
+    from streamml.models.signature import TensorSpec
+
+    specs = [TensorSpec(name="predict", dtype="string", shape=[None, 1]), TensorSpec(name="p", dtype="float32", shape=[None, 3]),
+             TensorSpec(name="n", dtype="int64", shape=[None])]  # fmt: skip
+    output = raw_output(specs)
+    assert [(f.name, f.sql_type) for f in output.fields] == [
+        ("predict", "VARCHAR"),
+        ("p", "ARRAY<DOUBLE>"),
+        ("n", "BIGINT"),
+    ]
+    struct = output.postprocess(
+        {"predict": np.array([["a"], ["b"]], dtype=object), "p": np.ones((2, 3)), "n": np.arange(2)}
+    )
+    assert struct.to_pylist() == [{"predict": "a", "p": [1.0] * 3, "n": 0}, {"predict": "b", "p": [1.0] * 3, "n": 1}]
+    with pytest.raises(ModelError, match="strings per row"):
+        raw_output([TensorSpec(name="s", dtype="string", shape=[None, 2])])

@@ -178,11 +178,15 @@ def describe(endpoint: RemoteEndpoint) -> tuple[Signature, OutputSpec]:
 
 
 def raw_output(outputs: list[TensorSpec]) -> OutputSpec:
-    """PREDICT's fields for raw outputs: a scalar per row for ``[N]`` tensors, an array for wider ones."""
+    """PREDICT's fields for raw outputs: a scalar per row for ``[N]`` and ``[N, 1]`` tensors, an array of
+    doubles for wider numeric ones."""
     fields = []
     for spec in outputs:
-        rank = len(spec.shape) if spec.shape is not None else 2
-        if rank > 1:
+        dims = spec.shape[1:] if spec.shape is not None else [None]
+        per_row = all(d == 1 for d in dims)  # [N] or [N, 1]: one value per row
+        if not per_row and spec.dtype == "string":
+            raise ModelError(f"output '{spec.name}' holds {dims} strings per row; PREDICT maps one string per row")
+        if not per_row:
             sql = "ARRAY<DOUBLE>"
         elif spec.dtype == "string":
             sql = "VARCHAR"

@@ -143,6 +143,11 @@ def _raw_struct(raw: dict[str, np.ndarray]) -> pa.StructArray:
     arrays, names = [], []
     for name, raw_value in raw.items():
         value = np.asarray(raw_value)
+        if value.ndim > 1 and all(d == 1 for d in value.shape[1:]):  # [N, 1]: one value per row
+            value = value.reshape(len(value))
+        if value.ndim > 1 and value.dtype.kind in "OUS":
+            raise ModelError(f"model output '{name}' holds {list(value.shape[1:])} strings per row; PREDICT maps "
+                             "one string per row")  # fmt: skip
         if value.ndim > 1:
             width = int(np.prod(value.shape[1:]))
             offsets = pa.array(np.arange(0, len(value) * width + 1, width, dtype=np.int32))
