@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Mapping
+from typing import TypeAlias
 
 import numpy as np
+import pyarrow as pa
 from numpy.typing import ArrayLike
 from pydantic import BaseModel, ConfigDict
+
+#: the values of one column: a NumPy array or anything it takes, or an Arrow array
+Column: TypeAlias = ArrayLike | pa.Array | pa.ChunkedArray
 
 QUANTILES = (0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 1.0)
 
@@ -112,13 +118,47 @@ def _category_key(value: object) -> str | None:
     return str(value)
 
 
-def category_stats(values: ArrayLike) -> ColumnStats:
+def category_codes(values: Column) -> tuple[np.ndarray, np.ndarray]:
+    """The column as integer codes (-1 for a null) into its sorted distinct category keys.
+
+    Hash-encodes with Arrow, so only the distinct values are turned into keys (:func:`category_keys`);
+    an object array Arrow cannot type (strings mixed with numbers) is keyed value by value.
+    """
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    arrow: pa.Array | None = values if isinstance(values, pa.Array) else None
+    array = np.empty(0)
+    if arrow is None:
+        array = np.asarray(values).ravel()
+        with contextlib.suppress(pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError):
+            arrow = pa.array(array, from_pandas=True)
+    if arrow is not None:
+        encoded = arrow if pa.types.is_dictionary(arrow.type) else arrow.dictionary_encode()
+        codes = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.intp)
+        keys, nulls = category_keys(encoded.dictionary.to_numpy(zero_copy_only=False))
+    else:
+        keys, nulls = category_keys(array)
+        codes = np.arange(keys.size, dtype=np.intp)
+    names, remap = np.unique(keys, return_inverse=True)
+    remap = np.where(nulls, -1, remap.ravel())
+    if remap.size == 0:
+        return np.full(codes.size, -1, dtype=np.intp), names[:0]
+    present = np.flatnonzero(np.bincount(remap[remap >= 0], minlength=names.size))
+    if present.size < names.size:  # the key of a null ("") is no category
+        renumber = np.full(names.size, -1, dtype=np.intp)
+        renumber[present] = np.arange(present.size)
+        names, remap = names[present], np.where(remap >= 0, renumber[remap], -1)
+    return np.where(codes >= 0, remap[codes], -1), names
+
+
+def category_stats(values: Column) -> ColumnStats:
     """Statistics of a categorical column: how often each category occurs (nulls counted apart)."""
-    keys, nulls = category_keys(values)
-    names, counts = np.unique(keys[~nulls], return_counts=True)
+    codes, names = category_codes(values)
+    counts = np.bincount(codes[codes >= 0], minlength=names.size)
+    nulls = np.sum(codes < 0)
     return ColumnStats(
         count=int(counts.sum()),
-        null_count=int(nulls.sum()),
+        null_count=int(nulls),
         categories={str(n): int(c) for n, c in zip(names, counts, strict=True)},
     )
 

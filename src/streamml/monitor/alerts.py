@@ -217,6 +217,11 @@ class Alerter:
         """(model, version, rule) of every rule firing now."""
         return sorted((k for k, s in self._states.items() if s.firing), key=str)
 
+    def forget(self, model: str, version: int | str) -> None:
+        """Drop the state of a model version that no longer serves (nothing is announced)."""
+        for key in [k for k in self._states if k[:2] == (model, version)]:
+            del self._states[key]
+
     def to_dict(self) -> dict[str, Any]:
         """The rules and the state, JSON-ready."""
         return {

@@ -33,10 +33,9 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import numpy as np
-from numpy.typing import ArrayLike
 
 from streamml.errors import InputError
-from streamml.models.stats import ColumnStats, ReferenceStats, category_keys
+from streamml.models.stats import Column, ColumnStats, ReferenceStats, category_codes
 
 __all__ = [
     "JS_THRESHOLD",
@@ -93,7 +92,7 @@ class FeatureDrift:
 
 def feature_drift(
     reference: ReferenceStats,
-    live: Mapping[str, ArrayLike],
+    live: Mapping[str, Column],
     *,
     psi_threshold: float = PSI_THRESHOLD,
     js_threshold: float = JS_THRESHOLD,
@@ -104,7 +103,7 @@ def feature_drift(
 
 def output_drift(
     reference: ReferenceStats,
-    live: Mapping[str, ArrayLike],
+    live: Mapping[str, Column],
     *,
     psi_threshold: float = PSI_THRESHOLD,
     js_threshold: float = JS_THRESHOLD,
@@ -125,7 +124,7 @@ def drift_summary(drifts: Mapping[str, FeatureDrift]) -> dict[str, float | None]
 
 
 def _drift(
-    stats: Mapping[str, ColumnStats], live: Mapping[str, ArrayLike], psi_threshold: float, js_threshold: float
+    stats: Mapping[str, ColumnStats], live: Mapping[str, Column], psi_threshold: float, js_threshold: float
 ) -> dict[str, FeatureDrift]:
     return {
         name: column_drift(name, stats[name], values, psi_threshold=psi_threshold, js_threshold=js_threshold)
@@ -137,7 +136,7 @@ def _drift(
 def column_drift(
     name: str,
     reference: ColumnStats,
-    live: ArrayLike,
+    live: Column,
     *,
     psi_threshold: float = PSI_THRESHOLD,
     js_threshold: float = JS_THRESHOLD,
@@ -148,7 +147,7 @@ def column_drift(
     return _numeric(name, reference, live, psi_threshold)
 
 
-def _numeric(name: str, reference: ColumnStats, live: ArrayLike, psi_threshold: float) -> FeatureDrift:
+def _numeric(name: str, reference: ColumnStats, live: Column, psi_threshold: float) -> FeatureDrift:
     try:
         values = np.asarray(live, dtype=np.float64).ravel()
     except (TypeError, ValueError) as exc:
@@ -186,9 +185,10 @@ def _numeric(name: str, reference: ColumnStats, live: ArrayLike, psi_threshold: 
     )
 
 
-def _categorical(name: str, reference: ColumnStats, live: ArrayLike, js_threshold: float) -> FeatureDrift:
-    keys, null_mask = category_keys(live)
-    live_names, live_counts = np.unique(keys[~null_mask], return_counts=True)
+def _categorical(name: str, reference: ColumnStats, live: Column, js_threshold: float) -> FeatureDrift:
+    codes, live_names = category_codes(live)
+    live_counts = np.bincount(codes[codes >= 0], minlength=live_names.size)
+    n_nulls = int(np.sum(codes < 0))
     ref_names = np.array(list(reference.categories), dtype=np.str_)
     ref_counts = np.array(list(reference.categories.values()), dtype=np.float64)
     names = np.union1d(ref_names, live_names)
@@ -199,7 +199,7 @@ def _categorical(name: str, reference: ColumnStats, live: ArrayLike, js_threshol
     n_live = int(live_counts.sum())
     outside = int(live_side[ref_side == 0].sum())
     if n_live == 0 or ref_side.sum() == 0:
-        return FeatureDrift(name, "categorical", reference.count, n_live, int(null_mask.sum()), outside, None, None)
+        return FeatureDrift(name, "categorical", reference.count, n_live, n_nulls, outside, None, None)
     p_ref, p_live = ref_side / ref_side.sum(), live_side / n_live
     js = _js(p_ref, p_live)
     chi2, dof = _chi2_homogeneity(ref_side, live_side)
@@ -208,7 +208,7 @@ def _categorical(name: str, reference: ColumnStats, live: ArrayLike, js_threshol
         "categorical",
         reference.count,
         n_live,
-        int(null_mask.sum()),
+        n_nulls,
         outside,
         psi=_psi(p_ref, p_live),
         js=js,

@@ -1,16 +1,19 @@
 """Realised model quality in one time window, once labels have arrived: the numbers a monitor publishes.
 
 :func:`window_quality` takes the labels and predictions (and optionally the scores) of one model version
-in one window and returns a :class:`Quality`. Everything is computed with NumPy over whole arrays and is
-exact: accuracy, precision, recall and F1 match ``sklearn.metrics`` (``zero_division=nan``), ROC AUC is
-the Mann-Whitney statistic with tied scores counted half, PR AUC is average precision as scikit-learn
-defines it (a step-wise sum, no interpolation). A metric that is undefined for the window (no labels,
-one class only, no predicted positives) is ``None``, never NaN and never an exception.
+in one window and returns a :class:`Quality`. Columns are hash-encoded with Arrow into integer codes, then
+everything is computed with NumPy over whole arrays, and is exact: accuracy, precision, recall and F1
+match ``sklearn.metrics`` (``zero_division=nan``), ROC AUC is the Mann-Whitney statistic with tied
+scores counted half, PR AUC is average precision as scikit-learn defines it (a step-wise sum, no
+interpolation). A metric that is undefined for the window (no labels, one class only, no predicted
+positives) is ``None``, never NaN and never an exception.
 
 Values are compared as category keys (:func:`streamml.models.stats.category_keys`), so ``1``, ``1.0`` and
-``"1"`` are one class. Booleans mean "is the positive class": when either side holds a boolean (the
-anomaly model's ``is_anomaly``), the window is scored one-vs-rest, ``True`` standing for ``positive`` and
-``False`` for any other class, and every non-boolean value ``v`` for ``v == positive``.
+``"1"`` are one class, and ``True`` / ``False`` are the classes ``"true"`` / ``"false"``. Booleans mean
+"is the positive class" as soon as they meet other classes: when the window holds booleans (the anomaly
+model's ``is_anomaly``) and either other classes (the fraud label ``"1"`` / ``"0"``) or a ``positive``,
+it is scored one-vs-rest: a row is positive when its value is ``True`` or equals ``positive``, negative
+otherwise (``False`` or any other class). A window of booleans alone is the binary problem of ``"true"``.
 """
 
 from __future__ import annotations
@@ -19,10 +22,14 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import numpy as np
+import pyarrow as pa
 from numpy.typing import ArrayLike
 
 from streamml.errors import InputError
-from streamml.models.stats import category_keys
+from streamml.models.stats import Column, category_codes, category_keys
+
+#: the category keys of booleans
+_BOOLEAN_KEYS = ("false", "true")
 
 __all__ = ["CalibrationBin", "Quality", "average_precision", "roc_auc", "window_quality"]
 
@@ -79,8 +86,8 @@ class Quality:
 
 
 def window_quality(
-    labels: ArrayLike,
-    predicted: ArrayLike,
+    labels: Column,
+    predicted: Column,
     *,
     scores: ArrayLike | None = None,
     positive: object = None,
@@ -89,57 +96,59 @@ def window_quality(
 ) -> Quality:
     """Quality of one window: ``labels``, ``predicted`` and ``scores`` are aligned, one entry per row.
 
-    ``positive`` names the positive class (any value, compared as a category key). Without it a window is
-    binary when at most two classes are seen; the positive class is then ``"1"`` if the classes are among
-    ``0``/``1``, else the larger of two classes in sorted order (numbers by value), as scikit-learn takes
-    ``classes_[1]`` (``">50K"`` over ``"<=50K"``). More than two classes without ``positive`` give macro
-    averages. ``scores`` is the positive class's probability or anomaly score (NaN for none): ROC AUC and
-    PR AUC need both classes among the labelled rows with a score, calibration needs every score in [0, 1]
-    and uses ``bins`` equal-width bins. ``threshold`` is only echoed.
+    Columns are NumPy arrays (or lists) or Arrow arrays; None and NaN are nulls. Label metrics use the rows
+    with both a label and a prediction. ``positive`` names the positive class (any value, compared as a
+    category key). Without it a window is binary when at most two classes are seen; the positive class is
+    then ``"1"`` if the classes are among ``0``/``1``, ``"true"`` for booleans, else the larger of two
+    classes in sorted order (numbers by value), as scikit-learn takes ``classes_[1]`` (``">50K"`` over
+    ``"<=50K"``). More than two classes without ``positive`` give macro averages.
+
+    ``scores`` is the positive class's probability or anomaly score (NaN for none): ROC AUC and PR AUC
+    need both classes among the labelled rows with a score, calibration needs every score in [0, 1] and
+    uses ``bins`` equal-width bins. ``threshold`` is only echoed.
     """
     if bins < 1:
         raise InputError(f"bins must be at least 1, got {bins}")
-    label_keys, label_null, label_bool = _keys(labels, "labels")
-    pred_keys, pred_null, pred_bool = _keys(predicted, "predicted")
-    count = label_keys.size
-    if pred_keys.size != count:
-        raise InputError(f"labels and predicted differ in length: {count} and {pred_keys.size}")
+    truth_all, guess_all, names = _joint_codes(labels, predicted)
+    count = truth_all.size
     score_array = _scores(scores, count)
-    labelled = ~label_null
-    evaluated = labelled & ~pred_null
+    labelled = truth_all >= 0
+    evaluated = labelled & (guess_all >= 0)
     n_eval = int(evaluated.sum())
-    seen = np.unique(np.concatenate([label_keys[evaluated & ~label_bool], pred_keys[evaluated & ~pred_bool]]))
-    one_vs_rest = bool(label_bool[labelled].any() or pred_bool[evaluated].any())
-    positive_key = _positive(positive, [str(c) for c in seen], one_vs_rest or positive is not None)
-    if one_vs_rest and positive_key is None and n_eval:
+    truth_codes, guess_codes = truth_all[evaluated], guess_all[evaluated]
+    used = np.bincount(np.concatenate([truth_codes, guess_codes]), minlength=names.size) > 0
+    flags = np.isin(names, _BOOLEAN_KEYS)
+    seen = [str(n) for n in names[used & ~flags]]  # classes other than booleans
+    one_vs_rest = bool(np.any(used & flags)) and (bool(seen) or positive is not None)
+    positive_key = _positive(positive, seen if one_vs_rest else [str(n) for n in names[used]])
+    if one_vs_rest and positive_key is None:
         raise InputError(
             "boolean labels or predictions need the positive class",
-            hint=f"pass positive=...; classes seen: {', '.join(map(str, seen[:5]))}",
+            hint=f"pass positive=...; classes seen: {', '.join(seen[:5])}",
         )
-    positive_true = _is_positive(label_keys, label_bool, positive_key)
+    if positive_key is None:
+        positive_of = np.zeros(names.size + 1, dtype=bool)
+    else:  # per code (and -1, a null, last): is it the positive class; "true" stands for it in one-vs-rest
+        positive_of = np.r_[(names == positive_key) | ((names == "true") & one_vs_rest), False]
+    positive_true = positive_of[truth_all]
     accuracy = precision = recall = f1 = None
     average: Literal["binary", "macro"] | None = None
     classes: tuple[str, ...] = ()
     if n_eval and one_vs_rest:
-        truth = positive_true[evaluated]
-        guess = _is_positive(pred_keys, pred_bool, positive_key)[evaluated]
+        truth, guess = positive_of[truth_codes], positive_of[guess_codes]
         accuracy = float(np.mean(truth == guess))
         classes = (str(positive_key), f"not {positive_key}")
         average = "binary"
         precision, recall, f1 = _binary_prf(truth, guess)
     elif n_eval:
-        names, codes = np.unique(np.concatenate([label_keys[evaluated], pred_keys[evaluated]]), return_inverse=True)
-        truth_codes, guess_codes = codes[:n_eval], codes[n_eval:]
         accuracy = float(np.mean(truth_codes == guess_codes))
-        classes = tuple(_sorted_classes([str(n) for n in names]))
+        classes = tuple(_sorted_classes([str(n) for n in names[used]]))
         if positive_key is not None:
             average = "binary"
-            precision, recall, f1 = _binary_prf(
-                label_keys[evaluated] == positive_key, pred_keys[evaluated] == positive_key
-            )
-        elif len(names) > 2:
+            precision, recall, f1 = _binary_prf(positive_of[truth_codes], positive_of[guess_codes])
+        elif len(classes) > 2:
             average = "macro"
-            precision, recall, f1 = _macro_prf(truth_codes, guess_codes, len(names))
+            precision, recall, f1 = _macro_prf(truth_codes, guess_codes, names.size)
     roc = pr = ece = None
     calibration: tuple[CalibrationBin, ...] = ()
     mean_score = None
@@ -210,21 +219,25 @@ def average_precision(positive: np.ndarray, scores: np.ndarray) -> float | None:
     return float(np.sum(recall_step * precision))
 
 
-def _keys(values: ArrayLike, what: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Category keys, null mask and boolean mask of a column."""
-    array = np.asarray(values)
-    if array.ndim != 1:
-        if array.ndim == 0:
-            raise InputError(f"{what} must be one value per row, got a scalar")
-        array = array.ravel()
-    keys, nulls = category_keys(array)
-    if array.dtype.kind == "b":
-        booleans = np.ones(array.size, dtype=bool)
-    elif array.dtype.kind == "O":
-        booleans = np.fromiter((isinstance(v, bool | np.bool_) for v in array), dtype=bool, count=array.size)
-    else:
-        booleans = np.zeros(array.size, dtype=bool)
-    return keys, nulls, booleans
+def _joint_codes(labels: Column, predicted: Column) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Labels and predictions as codes (-1 for a null) into one sorted array of category keys."""
+    label_codes, label_names = _codes(labels, "labels")
+    pred_codes, pred_names = _codes(predicted, "predicted")
+    if pred_codes.size != label_codes.size:
+        raise InputError(f"labels and predicted differ in length: {label_codes.size} and {pred_codes.size}")
+    names = np.union1d(label_names, pred_names)
+
+    def recode(codes: np.ndarray, own: np.ndarray) -> np.ndarray:
+        lookup = np.r_[np.searchsorted(names, own), -1]  # code -1 (null) picks the trailing -1
+        return lookup[codes]
+
+    return recode(label_codes, label_names), recode(pred_codes, pred_names), names
+
+
+def _codes(values: Column, what: str) -> tuple[np.ndarray, np.ndarray]:
+    if not isinstance(values, pa.Array | pa.ChunkedArray) and np.ndim(values) == 0:
+        raise InputError(f"{what} must hold one value per row, got a scalar")
+    return category_codes(values)
 
 
 def _scores(scores: ArrayLike | None, count: int) -> np.ndarray | None:
@@ -247,26 +260,22 @@ def _sorted_classes(names: list[str]) -> list[str]:
         return sorted(names)
 
 
-def _positive(positive: object, seen: list[str], binary: bool) -> str | None:
+def _positive(positive: object, seen: list[str]) -> str | None:
+    """The positive class: as given, else ``"1"`` of 0/1, ``"true"`` of booleans, the larger of two."""
     if positive is not None:
         keys, nulls = category_keys(np.array([positive], dtype=object))
         if nulls[0]:
             raise InputError("positive must name a class, got NaN")
         return str(keys[0])
     if not seen:
-        return "true" if binary else None
+        return None
     if set(seen) <= {"0", "1"}:
         return "1"
+    if set(seen) <= set(_BOOLEAN_KEYS):
+        return "true"
     if len(seen) == 2:
         return _sorted_classes(seen)[1]
     return None
-
-
-def _is_positive(keys: np.ndarray, booleans: np.ndarray, positive: str | None) -> np.ndarray:
-    """Per row: is this the positive class (a boolean stands for itself)."""
-    if positive is None:
-        return np.zeros(keys.size, dtype=bool)
-    return np.where(booleans, keys == "true", keys == positive)
 
 
 def _ratio(num: float, den: float) -> float | None:
