@@ -126,16 +126,51 @@ def per_message(spec: dict[str, Any], clock: Clock, go: threading.Event, stop: t
     """The reference demos' loop: poll one, json.loads, predict one, produce one, commit synchronously."""
     import numpy as np
     import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(spec["model_path"], sess_options=options)
+    input_name = session.get_inputs()[0].name
+
+    def score(x: np.ndarray) -> float:
+        return float(session.run(None, {input_name: x})[0][0])
+
+    return _one_by_one(spec, clock, go, stop, score)
+
+
+def per_message_remote(
+    spec: dict[str, Any], clock: Clock, go: threading.Event, stop: threading.Event
+) -> dict[str, Any]:
+    """The Kafka Streams + TF Serving demos' loop: per message a new gRPC channel and one blocking call."""
+    import grpc
+    import numpy as np
+    from tritonclient.grpc import service_pb2 as pb
+
+    method = "/inference.GRPCInferenceService/ModelInfer"
+
+    def score(x: np.ndarray) -> float:
+        request = pb.ModelInferRequest(model_name=spec["remote_model"])
+        request.inputs.add(name=spec["input_name"], datatype="FP32", shape=list(x.shape))
+        request.raw_input_contents.append(x.astype("<f4").tobytes())
+        with grpc.insecure_channel(spec["server"]) as channel:
+            call = channel.unary_unary(method, pb.ModelInferRequest.SerializeToString, pb.ModelInferResponse.FromString)
+            reply = call(request)
+        return float(np.frombuffer(reply.raw_output_contents[0], dtype="<f4")[0])
+
+    return _one_by_one(spec, clock, go, stop, score)
+
+
+def _one_by_one(
+    spec: dict[str, Any], clock: Clock, go: threading.Event, stop: threading.Event, score: Callable[[Any], float]
+) -> dict[str, Any]:
+    """Poll one record, parse it, ``score`` its features, produce one, commit synchronously; repeat."""
+    import numpy as np
     from confluent_kafka import Consumer, Producer
 
     from streamml.bench.data import FEATURES
     from streamml.kafka import client_config
 
     config = client_config(_settings(spec))
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    session = ort.InferenceSession(spec["model_path"], sess_options=options)
-    input_name = session.get_inputs()[0].name
     consumer = Consumer(
         {**config, "group.id": spec["group"], "enable.auto.commit": False, "auto.offset.reset": "earliest"}
     )
@@ -150,53 +185,8 @@ def per_message(spec: dict[str, Any], clock: Clock, go: threading.Event, stop: t
                 continue
             clock.mark()
             row = json.loads(msg.value() or b"null")
-            x = np.array([[row[f] for f in FEATURES]], dtype=np.float32)
-            score = float(session.run(None, {input_name: x})[0][0])
-            producer.produce(out, json.dumps({"Id": row["Id"], "score": score}).encode(), msg.key())
-            producer.poll(0)
-            consumer.commit(message=msg, asynchronous=False)
-    finally:
-        producer.flush(30)
-        consumer.close()
-    return clock.result()
-
-
-def per_message_remote(
-    spec: dict[str, Any], clock: Clock, go: threading.Event, stop: threading.Event
-) -> dict[str, Any]:
-    """The Kafka Streams + TF Serving demos' loop: per message a new gRPC channel and one blocking call."""
-    import grpc
-    import numpy as np
-    from confluent_kafka import Consumer, Producer
-    from tritonclient.grpc import service_pb2 as pb
-
-    from streamml.bench.data import FEATURES
-    from streamml.kafka import client_config
-
-    config = client_config(_settings(spec))
-    consumer = Consumer(
-        {**config, "group.id": spec["group"], "enable.auto.commit": False, "auto.offset.reset": "earliest"}
-    )
-    consumer.subscribe([spec["input"]])
-    producer = Producer(config)
-    out, limit, method = spec["output"], spec.get("stop_after"), "/inference.GRPCInferenceService/ModelInfer"
-    _ready(go)
-    try:
-        while not stop.is_set() and (limit is None or clock.records < limit):
-            msg = consumer.poll(0.1)
-            if msg is None or msg.error() is not None:
-                continue
-            clock.mark()
-            row = json.loads(msg.value() or b"null")
-            request = pb.ModelInferRequest(model_name=spec["remote_model"])
-            request.inputs.add(name=spec["input_name"], datatype="FP32", shape=[1, len(FEATURES)])
-            request.raw_input_contents.append(np.array([[row[f] for f in FEATURES]], dtype="<f4").tobytes())
-            with grpc.insecure_channel(spec["server"]) as channel:
-                call = channel.unary_unary(method, pb.ModelInferRequest.SerializeToString,
-                                           pb.ModelInferResponse.FromString)  # fmt: skip
-                reply = call(request)
-            score = float(np.frombuffer(reply.raw_output_contents[0], dtype="<f4")[0])
-            producer.produce(out, json.dumps({"Id": row["Id"], "score": score}).encode(), msg.key())
+            value = score(np.array([[row[f] for f in FEATURES]], dtype=np.float32))
+            producer.produce(out, json.dumps({"Id": row["Id"], "score": value}).encode(), msg.key())
             producer.poll(0)
             consumer.commit(message=msg, asynchronous=False)
     finally:

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
 import numpy as np
 import orjson
 
 from streamml.inference.remote import RemoteError, decoded, reply_limits
-from streamml.inference.remote_v2 import GrpcChannel, send
+from streamml.inference.remote_v2 import GrpcChannel, http_client, send
 from streamml.inference.tensorproto import TYPES, from_proto, to_proto
 from streamml.inference.tfserving_protos import get_model_metadata_pb2, predict_pb2, types_pb2
 from streamml.models.card import RemoteEndpoint
@@ -42,13 +41,8 @@ class TfServingHttp:
 
     def __init__(self, endpoint: RemoteEndpoint) -> None:
         self.endpoint = endpoint
-        self.client = httpx.Client(
-            base_url=endpoint.url.rstrip("/"),
-            timeout=endpoint.timeout_ms / 1000,
-            limits=httpx.Limits(max_connections=16, max_keepalive_connections=8),
-        )
-        version = f"/versions/{endpoint.version}" if endpoint.version else ""
-        self.path = f"/v1/models/{endpoint.model}{version}"
+        self.client, model = http_client(endpoint)
+        self.path = f"/v1/models/{model}"
         self._outputs: list[str] | None = None
 
     def infer(self, feed: Feed, timeout_s: float) -> Feed:

@@ -132,18 +132,23 @@ class V2Grpc:
         self.channel.close()
 
 
+def http_client(endpoint: RemoteEndpoint) -> tuple[httpx.Client, str]:
+    """A pooled, kept-alive client for ``endpoint`` and the path suffix naming its model version."""
+    client = httpx.Client(
+        base_url=endpoint.url.rstrip("/"),
+        timeout=endpoint.timeout_ms / 1000,
+        limits=httpx.Limits(max_connections=16, max_keepalive_connections=8),
+    )
+    return client, f"{endpoint.model}/versions/{endpoint.version}" if endpoint.version else endpoint.model
+
+
 class V2Http:
     """OIP v2 REST over one pooled HTTP client."""
 
     def __init__(self, endpoint: RemoteEndpoint) -> None:
         self.endpoint = endpoint
-        self.client = httpx.Client(
-            base_url=endpoint.url.rstrip("/"),
-            timeout=endpoint.timeout_ms / 1000,
-            limits=httpx.Limits(max_connections=16, max_keepalive_connections=8),
-        )
-        version = f"/versions/{endpoint.version}" if endpoint.version else ""
-        self.path = f"/v2/models/{endpoint.model}{version}"
+        self.client, model = http_client(endpoint)
+        self.path = f"/v2/models/{model}"
 
     def infer(self, feed: Feed, timeout_s: float) -> Feed:
         inputs = [
