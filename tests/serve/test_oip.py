@@ -99,6 +99,10 @@ def test_errors_come_back_in_the_protocols_own_shape(iris_server: Running) -> No
     with pytest.raises(InferenceServerException) as unknown:
         client.infer("nope", [tensor])
     assert unknown.value.status() == "StatusCode.NOT_FOUND"
+    summary = "\n".join(iris_server.server.access.flush())  # one line per protocol and status, not per request
+    for protocol, status in [("rest-v2", "404"), ("rest-v2", "400"), ("grpc-v2", "INVALID_ARGUMENT"),
+                             ("grpc-v2", "NOT_FOUND")]:  # fmt: skip
+        assert f"access protocol={protocol} status={status} requests=" in summary, summary
 
 
 def test_concurrent_requests_are_merged_into_fewer_model_calls(iris_server: Running) -> None:
