@@ -163,3 +163,29 @@ def test_promotions_and_new_models_are_followed_live(tmp_path: Path) -> None:
         while httpx.post(f"{running.url}/v2/models/lilies/infer", json=body).status_code != 200:
             assert time.monotonic() < deadline, "a newly registered model was not served"
             time.sleep(0.1)
+
+
+def test_the_model_repository_extension_unloads_and_loads(serve_registry: Registry) -> None:
+    import tritonclient.grpc as grpcclient
+    import tritonclient.http as httpclient
+    from tritonclient.utils import InferenceServerException
+
+    for running in start_server(serve_registry):
+        rest, rpc = httpclient.InferenceServerClient(running.http), grpcclient.InferenceServerClient(running.grpc)
+        assert "model_repository" in rest.get_server_metadata()["extensions"]
+        rest.unload_model("iris")
+        assert not rest.is_model_ready("iris") and not rpc.is_model_ready("iris")
+        index = {m["name"]: m for m in rest.get_model_repository_index()}
+        assert index["iris"]["state"] == "UNAVAILABLE" and index["iris"]["reason"] == "unloaded"
+        refused = httpx.get(f"{running.url}/v2/models/iris")
+        assert refused.status_code == 404 and "unloaded" in refused.json()["error"]
+        rpc.load_model("iris")
+        assert rest.is_model_ready("iris") and rpc.is_model_ready("iris", "2")
+        rpc.unload_model("iris")
+        assert not rest.is_model_ready("iris")
+        rest.load_model("iris")
+        assert rest.is_model_ready("iris")
+        with pytest.raises(InferenceServerException, match="not supported"):
+            rest.load_model("iris", config='{"backend": "onnxruntime"}')
+        with pytest.raises(InferenceServerException, match="no model 'nope'"):
+            rpc.load_model("nope")

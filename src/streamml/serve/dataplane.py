@@ -56,12 +56,18 @@ class DataPlane:
         self.server_version = server_version
         self.ready = False
         self.draining = False
+        #: models unloaded through the repository API: not served until loaded again
+        self.unloaded: set[str] = set()
 
     # -- which models ---------------------------------------------------------------------------------
     def names(self) -> list[str]:
-        """The model names served: every registered one, or those asked for."""
+        """The model names this server may serve: every registered one, or those asked for."""
         names = self.service.registry.list()
         return [n for n in names if self.only is None or n in self.only]
+
+    def served_names(self) -> list[str]:
+        """The names served now: those of :meth:`names` not unloaded."""
+        return [n for n in self.names() if n not in self.unloaded]
 
     def versions(self, name: str) -> list[int]:
         self._check_name(name)
@@ -72,7 +78,12 @@ class DataPlane:
         if not self.ready or self.draining:
             raise NotReady("the server is " + ("draining" if self.draining else "still loading its models"))
         ref = _reference(name, version, alias)
-        self._check_name(ModelRef.parse(ref).name)
+        model = ModelRef.parse(ref).name
+        self._check_name(model)
+        if model in self.unloaded:
+            raise ModelNotFound(
+                f"model '{model}' is unloaded", hint=f"load it: POST /v2/repository/models/{model}/load"
+            )
         try:
             return self.service.serve(ref)
         except RegistryError as exc:
@@ -81,6 +92,24 @@ class DataPlane:
     def _check_name(self, name: str) -> None:
         if self.only is not None and name not in self.only:
             raise ModelNotFound(f"model '{name}' is not served here", hint=f"served: {', '.join(sorted(self.only))}")
+
+    async def load_model(self, name: str) -> None:
+        """Serve ``name`` again (the repository extension's load): its version in force, loaded now."""
+        self._check_name(name)
+        if name not in self.names():
+            raise ModelNotFound(f"no model '{name}' is registered")
+        served = await asyncio.get_running_loop().run_in_executor(None, self.service.serve, name)
+        self.unloaded.discard(name)
+        log.info("loaded %s on request", served.label)
+
+    def unload_model(self, name: str) -> None:
+        """Stop serving ``name`` by any reference (the repository extension's unload) until it is loaded."""
+        self._check_name(name)
+        if name not in self.names():
+            raise ModelNotFound(f"no model '{name}' is registered")
+        self.unloaded.add(name)
+        self.service.forget([ref for ref in self.service.serving() if ModelRef.parse(ref).name == name])
+        log.info("unloaded '%s' on request", name)
 
     async def load(self) -> None:
         """Load the version in force of every served model (off the event loop); then the server is ready."""

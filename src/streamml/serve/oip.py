@@ -91,7 +91,10 @@ def repository_index(plane: DataPlane) -> list[dict[str, str]]:
     serving = {ref: s for ref, s in plane.service.serving().items() if "@" not in ref and ":" not in ref}
     index = []
     for name in plane.names():
-        served = serving.get(name)
-        state = "READY" if served is not None else "UNAVAILABLE"
-        index.append({"name": name, "version": str(served.version.version) if served else "", "state": state})
+        served = serving.get(name) if name not in plane.unloaded else None
+        entry = {"name": name, "version": str(served.version.version) if served else "",
+                 "state": "READY" if served is not None else "UNAVAILABLE"}  # fmt: skip
+        if name in plane.unloaded:
+            entry["reason"] = "unloaded"
+        index.append(entry)
     return index

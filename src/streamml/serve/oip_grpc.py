@@ -2,9 +2,10 @@
 
 The message types are the protocol's own, as the ``tritonclient`` package ships them, so any OIP v2 client
 talks to this service unchanged. Implemented: ServerLive, ServerReady, ModelReady, ServerMetadata,
-ModelMetadata, ModelInfer and RepositoryIndex; every other method of the service answers UNIMPLEMENTED.
-Inputs come as ``raw_input_contents`` or typed ``contents``; outputs always go in ``raw_output_contents``
-(the only place tritonclient reads them). Errors are gRPC status codes with the message.
+ModelMetadata, ModelInfer, RepositoryIndex, RepositoryModelLoad and RepositoryModelUnload; every other
+method of the service answers UNIMPLEMENTED. Inputs come as ``raw_input_contents`` or typed ``contents``;
+outputs always go in ``raw_output_contents`` (the only place tritonclient reads them). Errors are gRPC
+status codes with the message.
 """
 
 from __future__ import annotations
@@ -68,6 +69,22 @@ def handler(plane: DataPlane) -> grpc.GenericRpcHandler:
         models = [pb.RepositoryIndexResponse.ModelIndex(**entry) for entry in repository_index(plane)]
         return pb.RepositoryIndexResponse(models=models)
 
+    async def repository_load(
+        request: pb.RepositoryModelLoadRequest, _: grpc.aio.ServicerContext
+    ) -> pb.RepositoryModelLoadResponse:
+        if set(request.parameters) - {"unload_dependents"}:
+            raise InvalidTensor(
+                "loading with a config or file override is not supported: models come from the registry"
+            )
+        await plane.load_model(request.model_name)
+        return pb.RepositoryModelLoadResponse()
+
+    async def repository_unload(
+        request: pb.RepositoryModelUnloadRequest, _: grpc.aio.ServicerContext
+    ) -> pb.RepositoryModelUnloadResponse:
+        plane.unload_model(request.model_name)
+        return pb.RepositoryModelUnloadResponse()
+
     async def model_infer(request: pb.ModelInferRequest, _: grpc.aio.ServicerContext) -> pb.ModelInferResponse:
         try:
             decoded = decode_request(request, plane)
@@ -89,6 +106,8 @@ def handler(plane: DataPlane) -> grpc.GenericRpcHandler:
         "ModelMetadata": (model_meta, pb.ModelMetadataRequest),
         "ModelInfer": (model_infer, pb.ModelInferRequest),
         "RepositoryIndex": (index, pb.RepositoryIndexRequest),
+        "RepositoryModelLoad": (repository_load, pb.RepositoryModelLoadRequest),
+        "RepositoryModelUnload": (repository_unload, pb.RepositoryModelUnloadRequest),
     }
     return grpc.method_handlers_generic_handler(
         SERVICE,

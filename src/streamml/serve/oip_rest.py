@@ -1,7 +1,8 @@
 """Open Inference Protocol v2 over REST, with the binary tensor extension, and Prometheus ``/metrics``.
 
 Routes: ``GET /v2/health/live|ready``, ``GET /v2`` (server metadata), ``GET /v2/models/M[/versions/V]``
-(metadata), ``GET .../ready``, ``POST .../infer`` and ``POST /v2/repository/index``. A request body is JSON,
+(metadata), ``GET .../ready``, ``POST .../infer``, and the model repository extension: ``POST
+/v2/repository/index`` and ``POST /v2/repository/models/M/load|unload``. A request body is JSON,
 or (binary tensor extension, tritonclient's default, sent without a Content-Type) the JSON header of
 ``Inference-Header-Content-Length`` bytes followed by the raw tensors in input order. Outputs go binary when
 the request asks (``parameters.binary_data`` per output, or ``binary_data_output`` for all). Errors are
@@ -106,6 +107,25 @@ def routes(plane: DataPlane) -> list[BaseRoute]:
         log.debug("infer %s: %.1f ms", name, (time.perf_counter() - started) * 1e3)
         return encode_answer(answer)
 
+    async def repository(request: Request) -> Response:
+        """``POST /v2/repository/models/M/load|unload``; a load with a config or file override is refused."""
+        name, action = request.path_params["model"], request.url.path.rsplit("/", 1)[-1]
+        try:
+            body = await read_body(request, plane.limits.max_request_bytes)
+            parameters = (orjson.loads(body) if body.strip() else {}).get("parameters") or {}
+            if action == "load":
+                if set(parameters) - {"unload_dependents"}:
+                    raise InvalidTensor("loading with a config or file override is not supported: models come "
+                                        "from the registry")  # fmt: skip
+                await plane.load_model(name)
+            else:
+                plane.unload_model(name)
+        except (orjson.JSONDecodeError, AttributeError):
+            return error_response(InvalidTensor("the request body is not a JSON object"))
+        except Exception as exc:
+            return error_response(exc)
+        return json_response({})
+
     async def metrics(_: Request) -> Response:
         return Response(plane.service.metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
@@ -115,6 +135,8 @@ def routes(plane: DataPlane) -> list[BaseRoute]:
         Route("/v2/health/ready", ready, methods=["GET"]),
         Route("/v2", metadata, methods=["GET"]),
         Route("/v2/repository/index", index, methods=["POST", "GET"]),
+        Route("/v2/repository/models/{model}/load", repository, methods=["POST"]),
+        Route("/v2/repository/models/{model}/unload", repository, methods=["POST"]),
         Route("/metrics", metrics, methods=["GET"]),
     ]
     for path in model_paths:

@@ -173,7 +173,7 @@ class ModelServer:
     def _refresh(self, service: InferenceService) -> None:
         service.refresh()
         service.swap()
-        for name in set(self.plane.names()) - set(service.serving()):
+        for name in set(self.plane.served_names()) - set(service.serving()):
             try:
                 served = service.serve(name)
             except StreamMLError as exc:
