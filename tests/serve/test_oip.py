@@ -189,3 +189,27 @@ def test_the_model_repository_extension_unloads_and_loads(serve_registry: Regist
             rest.load_model("iris", config='{"backend": "onnxruntime"}')
         with pytest.raises(InferenceServerException, match="no model 'nope'"):
             rpc.load_model("nope")
+
+
+def test_a_grpc_stream_answers_every_request_and_a_bad_one_with_its_error(iris_server: Running) -> None:
+    import queue
+
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(iris_server.grpc)
+    name = client.get_model_metadata("iris", as_json=True)["inputs"][0]["name"]
+    answers: queue.Queue[tuple[object, object]] = queue.Queue()
+    client.start_stream(callback=lambda result, error: answers.put((result, error)))
+    try:
+        for i in range(20):
+            rows = IRIS_ROWS[[i % 3]] if i != 7 else np.ones((1, 3), np.float32)  # request 7 has the wrong shape
+            tensor = grpcclient.InferInput(name, list(rows.shape), "FP32")
+            tensor.set_data_from_numpy(rows)
+            client.async_stream_infer("iris", [tensor], request_id=str(i))
+        got = [answers.get(timeout=30) for _ in range(20)]
+    finally:
+        client.stop_stream()
+    labels = {r.get_response().id: r.as_numpy("label")[0].decode() for r, e in got if e is None}  # type: ignore[attr-defined]
+    errors = [str(e) for _, e in got if e is not None]
+    assert labels == {str(i): IRIS_SPECIES[i % 3] for i in range(20) if i != 7}
+    assert len(errors) == 1 and "needs 4 at dimension 1" in errors[0]

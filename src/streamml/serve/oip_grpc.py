@@ -2,16 +2,18 @@
 
 The message types are the protocol's own, as the ``tritonclient`` package ships them, so any OIP v2 client
 talks to this service unchanged. Implemented: ServerLive, ServerReady, ModelReady, ServerMetadata,
-ModelMetadata, ModelInfer, RepositoryIndex, RepositoryModelLoad and RepositoryModelUnload; every other
-method of the service answers UNIMPLEMENTED. Inputs come as ``raw_input_contents`` or typed ``contents``;
-outputs always go in ``raw_output_contents`` (the only place tritonclient reads them). Errors are gRPC
-status codes with the message.
+ModelMetadata, ModelInfer, ModelStreamInfer (each request of a stream answered as it completes),
+RepositoryIndex, RepositoryModelLoad and RepositoryModelUnload; every other method of the service answers
+UNIMPLEMENTED. Inputs come as ``raw_input_contents`` or typed ``contents``; outputs always go in
+``raw_output_contents`` (the only place tritonclient reads them). Errors are gRPC status codes with the
+message (in a stream, the response's ``error_message``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -86,6 +88,42 @@ def handler(plane: DataPlane) -> grpc.GenericRpcHandler:
         return pb.RepositoryModelUnloadResponse()
 
     async def model_infer(request: pb.ModelInferRequest, _: grpc.aio.ServicerContext) -> pb.ModelInferResponse:
+        return await answer(request)
+
+    async def model_stream_infer(
+        requests: AsyncIterator[pb.ModelInferRequest], _: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        """Every request of the stream answered as soon as it is scored, so requests in flight together share
+        batches; a failed request answers with its ``error_message`` and the stream goes on."""
+        results: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
+        pending: set[asyncio.Task[None]] = set()
+
+        async def one(request: pb.ModelInferRequest) -> None:
+            try:
+                results.put_nowait(pb.ModelStreamInferResponse(infer_response=await answer(request)))
+            except Exception as exc:
+                failed = pb.ModelInferResponse(id=request.id, model_name=request.model_name)
+                results.put_nowait(pb.ModelStreamInferResponse(error_message=_message(exc), infer_response=failed))
+
+        async def read() -> None:
+            try:
+                async for request in requests:
+                    task = asyncio.create_task(one(request))
+                    pending.add(task)
+                    task.add_done_callback(pending.discard)
+                if pending:
+                    await asyncio.wait(set(pending))
+            finally:
+                results.put_nowait(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while (item := await results.get()) is not None:
+                yield item
+        finally:
+            reader.cancel()
+
+    async def answer(request: pb.ModelInferRequest) -> pb.ModelInferResponse:
         try:
             decoded = decode_request(request, plane)
         except InvalidTensor:
@@ -109,15 +147,24 @@ def handler(plane: DataPlane) -> grpc.GenericRpcHandler:
         "RepositoryModelLoad": (repository_load, pb.RepositoryModelLoadRequest),
         "RepositoryModelUnload": (repository_unload, pb.RepositoryModelUnloadRequest),
     }
-    return grpc.method_handlers_generic_handler(
-        SERVICE,
-        {
-            name: grpc.unary_unary_rpc_method_handler(
-                guarded(fn), request_deserializer=message.FromString, response_serializer=serialize
-            )
-            for name, (fn, message) in methods.items()
-        },
+    handlers: dict[str, grpc.RpcMethodHandler] = {
+        name: grpc.unary_unary_rpc_method_handler(
+            guarded(fn), request_deserializer=message.FromString, response_serializer=serialize
+        )
+        for name, (fn, message) in methods.items()
+    }
+    handlers["ModelStreamInfer"] = grpc.stream_stream_rpc_method_handler(
+        model_stream_infer, request_deserializer=pb.ModelInferRequest.FromString, response_serializer=serialize
     )
+    return grpc.method_handlers_generic_handler(SERVICE, handlers)
+
+
+def _message(exc: Exception) -> str:
+    """What a client is told of ``exc``: our errors' own message, never a traceback."""
+    if isinstance(exc, InvalidTensor | ModelNotFound | NotReady | ModelError):
+        return str(exc)
+    log.exception("internal error in a stream")
+    return f"internal error: {type(exc).__name__}"
 
 
 def serialize(message: Any) -> bytes:
