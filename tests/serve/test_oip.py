@@ -213,3 +213,16 @@ def test_a_grpc_stream_answers_every_request_and_a_bad_one_with_its_error(iris_s
     errors = [str(e) for _, e in got if e is not None]
     assert labels == {str(i): IRIS_SPECIES[i % 3] for i in range(20) if i != 7}
     assert len(errors) == 1 and "needs 4 at dimension 1" in errors[0]
+
+
+def test_tritons_model_config_describes_inputs_batching_and_types(iris_server: Running) -> None:
+    import tritonclient.grpc as grpcclient
+    import tritonclient.http as httpclient
+
+    rest = httpclient.InferenceServerClient(iris_server.http).get_model_config("iris")
+    rpc = grpcclient.InferenceServerClient(iris_server.grpc).get_model_config("iris", as_json=True)["config"]
+    assert rest["max_batch_size"] == 64 and rest["platform"] == "onnxruntime_onnx"
+    assert [(i["data_type"], i["dims"]) for i in rest["input"]] == [("TYPE_FP32", [4])]
+    assert {o["name"]: o["data_type"] for o in rest["output"]} == {"label": "TYPE_STRING", "probabilities": "TYPE_FP32"}
+    assert rest["dynamic_batching"]["max_queue_delay_microseconds"] == 2000
+    assert rpc["max_batch_size"] == 64 and [i["dims"] for i in rpc["input"]] == [["4"]]  # int64 as JSON strings

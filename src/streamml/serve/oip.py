@@ -82,6 +82,36 @@ def model_metadata(plane: DataPlane, served: Served) -> dict[str, Any]:
     }
 
 
+def model_config(plane: DataPlane, served: Served) -> dict[str, Any]:
+    """The model's configuration as Triton writes it (``GET .../config``, gRPC ModelConfig), for Triton's own
+    clients and tools: when every input has a variable first dimension that is the batch (``max_batch_size``
+    from the batching policy, ``dims`` without it), else ``max_batch_size`` 0 and the whole shapes."""
+    signature = served.model.signature
+    tensors = {key: [tensor_metadata(spec) for spec in getattr(signature, key)] for key in ("inputs", "outputs")}
+    batched = all(t["shape"] and t["shape"][0] == -1 for t in tensors["inputs"])
+    policy = plane.batcher.policy(served.version.name)
+
+    def entries(key: str) -> list[dict[str, Any]]:
+        out = []
+        for t in tensors[key]:
+            dims = t["shape"][1:] if batched and t["shape"] else t["shape"]
+            kind = "TYPE_STRING" if t["datatype"] == "BYTES" else f"TYPE_{t['datatype']}"
+            out.append({"name": t["name"], "data_type": kind, "dims": dims or [1]})
+        return out
+
+    config: dict[str, Any] = {
+        "name": served.version.name,
+        "platform": PLATFORM,
+        "backend": "onnxruntime",
+        "max_batch_size": policy.max_batch_size if batched else 0,
+        "input": entries("inputs"),
+        "output": entries("outputs"),
+    }
+    if batched and policy.max_batch_size > 1:
+        config["dynamic_batching"] = {"max_queue_delay_microseconds": int(policy.max_wait_ms * 1000)}
+    return config
+
+
 def server_metadata(plane: DataPlane) -> dict[str, Any]:
     return {"name": plane.server_name, "version": plane.server_version, "extensions": list(EXTENSIONS)}
 

@@ -2,7 +2,7 @@
 
 The message types are the protocol's own, as the ``tritonclient`` package ships them, so any OIP v2 client
 talks to this service unchanged. Implemented: ServerLive, ServerReady, ModelReady, ServerMetadata,
-ModelMetadata, ModelInfer, ModelStreamInfer (each request of a stream answered as it completes),
+ModelMetadata, ModelConfig (Triton's), ModelInfer, ModelStreamInfer (each request of a stream answered as it completes),
 RepositoryIndex, RepositoryModelLoad and RepositoryModelUnload; every other method of the service answers
 UNIMPLEMENTED. Inputs come as ``raw_input_contents`` or typed ``contents``; outputs always go in
 ``raw_output_contents`` (the only place tritonclient reads them). Errors are gRPC status codes with the
@@ -17,12 +17,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
+from google.protobuf import json_format
+from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.grpc import service_pb2 as pb
 
 from streamml.errors import ModelError
 from streamml.inference.tensors import CONTENTS_FIELDS, InvalidTensor, datatype_of, from_bytes, from_json, to_bytes
 from streamml.serve.dataplane import DataPlane, ModelNotFound, NotReady
-from streamml.serve.oip import InferRequest, infer, model_metadata, repository_index, server_metadata
+from streamml.serve.oip import InferRequest, infer, model_config, model_metadata, repository_index, server_metadata
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +68,10 @@ def handler(plane: DataPlane) -> grpc.GenericRpcHandler:
         return pb.ModelMetadataResponse(
             name=meta["name"], versions=meta["versions"], platform=meta["platform"], **tensors
         )
+
+    async def config(request: pb.ModelConfigRequest, _: grpc.aio.ServicerContext) -> pb.ModelConfigResponse:
+        served = plane.resolve(request.name, request.version or None)
+        return pb.ModelConfigResponse(config=json_format.ParseDict(model_config(plane, served), mc.ModelConfig()))
 
     async def index(_: pb.RepositoryIndexRequest, __: grpc.aio.ServicerContext) -> pb.RepositoryIndexResponse:
         models = [pb.RepositoryIndexResponse.ModelIndex(**entry) for entry in repository_index(plane)]
@@ -142,6 +148,7 @@ def handler(plane: DataPlane) -> grpc.GenericRpcHandler:
         "ModelReady": (model_ready, pb.ModelReadyRequest),
         "ServerMetadata": (server_meta, pb.ServerMetadataRequest),
         "ModelMetadata": (model_meta, pb.ModelMetadataRequest),
+        "ModelConfig": (config, pb.ModelConfigRequest),
         "ModelInfer": (model_infer, pb.ModelInferRequest),
         "RepositoryIndex": (index, pb.RepositoryIndexRequest),
         "RepositoryModelLoad": (repository_load, pb.RepositoryModelLoadRequest),

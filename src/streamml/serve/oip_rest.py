@@ -25,7 +25,15 @@ from starlette.routing import BaseRoute, Route
 from streamml.errors import ModelError
 from streamml.inference.tensors import InvalidTensor, datatype_of, from_bytes, from_json, to_bytes, to_json_data
 from streamml.serve.dataplane import DataPlane, ModelNotFound, NotReady
-from streamml.serve.oip import InferAnswer, InferRequest, infer, model_metadata, repository_index, server_metadata
+from streamml.serve.oip import (
+    InferAnswer,
+    InferRequest,
+    infer,
+    model_config,
+    model_metadata,
+    repository_index,
+    server_metadata,
+)
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +83,13 @@ def routes(plane: DataPlane) -> list[BaseRoute]:
         try:
             served = plane.resolve(request.path_params["model"], request.path_params.get("version"))
             return json_response(model_metadata(plane, served))
+        except Exception as exc:
+            return error_response(exc)
+
+    async def config(request: Request) -> Response:
+        try:
+            served = plane.resolve(request.path_params["model"], request.path_params.get("version"))
+            return json_response(model_config(plane, served))
         except Exception as exc:
             return error_response(exc)
 
@@ -143,6 +158,7 @@ def routes(plane: DataPlane) -> list[BaseRoute]:
         table += [
             Route(path, model, methods=["GET"]),
             Route(path + "/ready", model_ready, methods=["GET"]),
+            Route(path + "/config", config, methods=["GET"]),
             Route(path + "/infer", infer_route, methods=["POST"]),
         ]
     return table
