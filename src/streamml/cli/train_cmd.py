@@ -44,7 +44,9 @@ def parse_params(pairs: list[str]) -> dict[str, Any]:
 
 def train(
     ctx: typer.Context,
-    recipe: str = typer.Argument(..., help="Recipe: autoencoder, gbdt, classifier, tabular, sequence, image, or file.py."),
+    recipe: str = typer.Argument(
+        ..., help="Recipe: autoencoder, gbdt, classifier, tabular, sequence, image, or file.py."
+    ),
     source: str = typer.Option(..., "--from", help="Stream of the catalog, or a topic of JSON objects."),
     name: str = typer.Option(..., "--name", "-n", help="Model name in the registry."),
     sql: str | None = typer.Option(None, "--sql", help="SELECT over the source (default: SELECT * FROM it)."),
