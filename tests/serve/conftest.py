@@ -102,10 +102,6 @@ def iris_server(serve_registry: Registry) -> Iterator[Running]:
     yield from start_server(serve_registry, batching=BatchPolicy(max_batch_size=64, max_wait_ms=2.0))
 
 
-def registry_path(registry: Registry) -> Path:
-    return Path(str(registry.root))
-
-
 STREAMML = str(Path(sys.executable).with_name("streamml"))
 
 

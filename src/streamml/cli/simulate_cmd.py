@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
+import pyarrow as pa
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -41,22 +43,7 @@ def simulate_transactions(
     if count is None and (rate is None or csv is not None):
         count = 100_000
     chunks = transaction_chunks(count, fraud_rate=fraud_rate, seed=seed)
-    if csv is not None:
-        rows = write_csv(chunks, csv)
-        err.print(f"wrote {rows:,} transactions to {csv}")
-        return
-    assert topic is not None
-    config = client_config(state(ctx).settings)
-    Admin(config).create_topic(topic, partitions=partitions, if_not_exists=True)
-    bar = Progress(TextColumn(f"transactions → [bold]{topic}[/]"), BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn(), console=err, disable=not err.is_terminal)  # fmt: skip
-    with bar, Producer(config) as producer:
-        task = bar.add_task("simulate", total=count)
-        try:
-            sent = stream_transactions(producer, topic, chunks, fmt, rate, lambda n: bar.advance(task, n))
-        except KeyboardInterrupt:
-            sent = int(bar.tasks[0].completed)
-    err.print(f"produced {sent:,} transactions to {topic}")
+    _write_or_produce(ctx, "transactions", chunks, count, topic, csv, fmt, rate, partitions, key="Id")
 
 
 @app.command("census")
@@ -78,22 +65,39 @@ def simulate_census(
     if count is None and (rate is None or csv is not None):
         count = ADULT_ROWS
     chunks = census_chunks(count, seed=seed)
+    _write_or_produce(ctx, "census records", chunks, count, topic, csv, fmt, rate, partitions, key=None)
+
+
+def _write_or_produce(
+    ctx: typer.Context,
+    what: str,
+    chunks: Iterator[pa.Table],
+    count: int | None,
+    topic: str | None,
+    csv: Path | None,
+    fmt: str,
+    rate: float | None,
+    partitions: int,
+    *,
+    key: str | None,
+) -> None:
+    """Write ``chunks`` to ``csv``, or produce them to ``topic`` (created if missing) with a progress bar."""
     if csv is not None:
         rows = write_csv(chunks, csv)
-        err.print(f"wrote {rows:,} census records to {csv}")
+        err.print(f"wrote {rows:,} {what} to {csv}")
         return
     assert topic is not None
     config = client_config(state(ctx).settings)
     Admin(config).create_topic(topic, partitions=partitions, if_not_exists=True)
-    bar = Progress(TextColumn(f"census → [bold]{topic}[/]"), BarColumn(), MofNCompleteColumn(),
+    bar = Progress(TextColumn(f"{what} → [bold]{topic}[/]"), BarColumn(), MofNCompleteColumn(),
                    TimeElapsedColumn(), console=err, disable=not err.is_terminal)  # fmt: skip
     with bar, Producer(config) as producer:
         task = bar.add_task("simulate", total=count)
         try:
-            sent = stream_transactions(producer, topic, chunks, fmt, rate, lambda n: bar.advance(task, n), key=None)
+            sent = stream_transactions(producer, topic, chunks, fmt, rate, lambda n: bar.advance(task, n), key=key)
         except KeyboardInterrupt:
             sent = int(bar.tasks[0].completed)
-    err.print(f"produced {sent:,} census records to {topic}")
+    err.print(f"produced {sent:,} {what} to {topic}")
 
 
 @app.command("cars")

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 import numpy as np
+import pyarrow as pa
 
 from streamml.errors import ModelError
 from streamml.inference.tensors import DATATYPES, SIGNATURE_DATATYPES, Limits, datatype_of, to_bytes
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 
 Feed = dict[str, np.ndarray]
 #: what a client accepts back: no limit tighter than the server's own
-_REPLY_LIMITS = Limits(max_request_bytes=1 << 31, max_tensor_elements=1 << 31, max_batch_rows=1 << 31)
+REPLY_LIMITS = Limits(max_request_bytes=1 << 31, max_tensor_elements=1 << 31, max_batch_rows=1 << 31)
 _SIGNATURE_OF = {oip: sig for sig, oip in SIGNATURE_DATATYPES.items()}
 
 
@@ -216,11 +217,11 @@ def wire_array(array: np.ndarray) -> tuple[str, bytes]:
 
 def decoded(array: np.ndarray) -> np.ndarray:
     """BYTES outputs as text, as a local model's string outputs are."""
-    if array.dtype == DATATYPES["BYTES"]:
-        flat = [v.decode(errors="replace") if isinstance(v, bytes) else v for v in array.reshape(-1)]
-        return np.asarray(flat, dtype=object).reshape(array.shape)
-    return array
-
-
-def reply_limits() -> Limits:
-    return _REPLY_LIMITS
+    if array.dtype != DATATYPES["BYTES"]:
+        return array
+    flat = array.reshape(-1)
+    try:  # one Arrow cast for the whole tensor; bytes that are not UTF-8 are replaced, value by value
+        text = pa.array(flat, pa.binary()).cast(pa.string()).to_numpy(zero_copy_only=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        text = np.asarray([v.decode(errors="replace") if isinstance(v, bytes) else v for v in flat], dtype=object)
+    return np.asarray(text, dtype=object).reshape(array.shape)

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from streamml.inference.remote import RemoteError, decoded, reply_limits
+from streamml.inference.remote import REPLY_LIMITS, RemoteError, decoded
 from streamml.inference.remote_v2 import GrpcChannel, http_client, send
 from streamml.inference.tensorproto import TYPES, from_proto, to_proto
 from streamml.inference.tfserving_protos import get_model_metadata_pb2, predict_pb2, types_pb2
@@ -134,7 +134,7 @@ class TfServingGrpc:
         reply = self._predict(request, timeout_s)
         try:
             return {
-                name: decoded(from_proto(name, reply.outputs[name], reply_limits())) for name in sorted(reply.outputs)
+                name: decoded(from_proto(name, reply.outputs[name], REPLY_LIMITS)) for name in sorted(reply.outputs)
             }
         except ValueError as exc:
             raise RemoteError(f"unreadable predict reply: {exc}", retriable=False) from None

@@ -18,7 +18,7 @@ import numpy as np
 import orjson
 from tritonclient.grpc import service_pb2 as pb
 
-from streamml.inference.remote import RemoteError, decoded, reply_limits, tensor_spec, wire_array
+from streamml.inference.remote import REPLY_LIMITS, RemoteError, decoded, tensor_spec, wire_array
 from streamml.inference.tensors import (
     CONTENTS_FIELDS,
     InvalidTensor,
@@ -112,10 +112,10 @@ class V2Grpc:
         for i, out in enumerate(reply.outputs):
             shape = list(out.shape)
             if raw_outputs:
-                array = from_bytes(out.name, out.datatype, shape, raw_outputs[i], reply_limits())
+                array = from_bytes(out.name, out.datatype, shape, raw_outputs[i], REPLY_LIMITS)
             else:
                 values = list(getattr(out.contents, CONTENTS_FIELDS.get(out.datatype.upper(), "bytes_contents")))
-                array = from_json(out.name, out.datatype, shape, values, reply_limits())
+                array = from_json(out.name, out.datatype, shape, values, REPLY_LIMITS)
             outputs[out.name] = decoded(array)
         return outputs
 
@@ -204,10 +204,10 @@ def parse_infer_reply(reply: httpx.Response) -> Feed:
             size = (out.get("parameters") or {}).get("binary_data_size")
             if size is not None:
                 array = from_bytes(out["name"], out["datatype"], out["shape"], content[offset : offset + size],
-                                   reply_limits())  # fmt: skip
+                                   REPLY_LIMITS)  # fmt: skip
                 offset += size
             else:
-                array = from_json(out["name"], out["datatype"], out["shape"], out["data"], reply_limits())
+                array = from_json(out["name"], out["datatype"], out["shape"], out["data"], REPLY_LIMITS)
             outputs[out["name"]] = decoded(array)
     except (orjson.JSONDecodeError, KeyError, TypeError, InvalidTensor) as exc:
         raise RemoteError(f"unreadable inference reply: {exc}", retriable=False) from None

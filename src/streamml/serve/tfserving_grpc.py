@@ -12,7 +12,7 @@ Errors are gRPC status codes as :func:`~streamml.serve.oip_grpc.status_of` maps 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf import any_pb2
@@ -37,6 +37,7 @@ from streamml.serve import tfserving as tfs
 from streamml.serve.dataplane import DataPlane
 from streamml.serve.oip_grpc import guarded, serialize
 
+T = TypeVar("T")
 PREDICTION_SERVICE = "tensorflow.serving.PredictionService"
 MODEL_SERVICE = "tensorflow.serving.ModelService"
 
@@ -85,15 +86,24 @@ def handlers(plane: DataPlane) -> list[grpc.GenericRpcHandler]:
     def failed(model: str) -> None:
         plane.service.metrics.failed(None, 1, "input", model=model)
 
-    async def predict(request: predict_pb2.PredictRequest, _: grpc.aio.ServicerContext) -> predict_pb2.PredictResponse:
+    async def scored(
+        spec: model_pb2.ModelSpec, method: str, score: Callable[[Served], Awaitable[T]]
+    ) -> tuple[Served, str, T]:
+        """The model ``spec`` names, the signature used and what ``score`` gives; bad input counted as a failure."""
         try:
-            served = target_of(request.model_spec).resolve(plane)
-            signature = tfs.check_signature(served, request.model_spec.signature_name, tfs.PREDICT_METHOD)
-            feed = {name: from_proto(name, tensor, plane.limits) for name, tensor in request.inputs.items()}
-            outputs = await tfs.predict(plane, served, feed, list(request.output_filter))
+            served = target_of(spec).resolve(plane)
+            signature = tfs.check_signature(served, spec.signature_name, method)
+            return served, signature, await score(served)
         except InvalidTensor:
-            failed(request.model_spec.name)
+            failed(spec.name)
             raise
+
+    async def predict(request: predict_pb2.PredictRequest, _: grpc.aio.ServicerContext) -> predict_pb2.PredictResponse:
+        async def score(served: Served) -> dict[str, Any]:
+            feed = {name: from_proto(name, tensor, plane.limits) for name, tensor in request.inputs.items()}
+            return await tfs.predict(plane, served, feed, list(request.output_filter))
+
+        served, signature, outputs = await scored(request.model_spec, tfs.PREDICT_METHOD, score)
         response = predict_pb2.PredictResponse(model_spec=spec_of(served, signature))
         for name, array in outputs.items():
             response.outputs[name].CopyFrom(to_proto(array))
@@ -102,13 +112,9 @@ def handlers(plane: DataPlane) -> list[grpc.GenericRpcHandler]:
     async def classify(
         request: classification_pb2.ClassificationRequest, _: grpc.aio.ServicerContext
     ) -> classification_pb2.ClassificationResponse:
-        try:
-            served = target_of(request.model_spec).resolve(plane)
-            signature = tfs.check_signature(served, request.model_spec.signature_name, tfs.CLASSIFY_METHOD)
-            results = await tfs.classify(plane, served, examples_of(request.input))
-        except InvalidTensor:
-            failed(request.model_spec.name)
-            raise
+        served, signature, results = await scored(
+            request.model_spec, tfs.CLASSIFY_METHOD, lambda s: tfs.classify(plane, s, examples_of(request.input))
+        )
         response = classification_pb2.ClassificationResponse(model_spec=spec_of(served, signature))
         for example in results:
             classes = response.result.classifications.add().classes
@@ -119,13 +125,9 @@ def handlers(plane: DataPlane) -> list[grpc.GenericRpcHandler]:
     async def regress(
         request: regression_pb2.RegressionRequest, _: grpc.aio.ServicerContext
     ) -> regression_pb2.RegressionResponse:
-        try:
-            served = target_of(request.model_spec).resolve(plane)
-            signature = tfs.check_signature(served, request.model_spec.signature_name, tfs.REGRESS_METHOD)
-            values = await tfs.regress(plane, served, examples_of(request.input))
-        except InvalidTensor:
-            failed(request.model_spec.name)
-            raise
+        served, signature, values = await scored(
+            request.model_spec, tfs.REGRESS_METHOD, lambda s: tfs.regress(plane, s, examples_of(request.input))
+        )
         response = regression_pb2.RegressionResponse(model_spec=spec_of(served, signature))
         for value in values:
             response.result.regressions.add(value=value)
