@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import time
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -13,6 +13,7 @@ import pytest
 from streamml.inference.tensors import Limits
 from streamml.models.registry import Registry
 from streamml.models.training import train_table
+from streamml.runtime.session import wait_for
 from tests.serve.conftest import IRIS_ROWS, IRIS_SPECIES, Running, iris_table, start_server
 
 
@@ -140,6 +141,12 @@ def test_a_body_over_the_limit_is_refused_before_it_is_read(serve_registry: Regi
         assert reply.status_code == 413 and "1024" in reply.json()["error"]
 
 
+def answers(url: str, body: dict, version: str) -> bool:
+    """Whether ``url`` answers ``body`` with model version ``version``."""
+    reply = httpx.post(url, json=body)
+    return reply.status_code == 200 and reply.json()["model_version"] == version
+
+
 def test_promotions_and_new_models_are_followed_live(tmp_path: Path) -> None:
     registry = Registry(str(tmp_path / "registry"))
     for seed in (1, 2):
@@ -154,15 +161,11 @@ def test_promotions_and_new_models_are_followed_live(tmp_path: Path) -> None:
         body = {"inputs": [{"name": name, "shape": [1, 4], "datatype": "FP32", "data": IRIS_ROWS[2].tolist()}]}
         assert httpx.post(f"{url}/infer", json=body).json()["model_version"] == "1"
         registry.promote("iris", 2)
-        deadline = time.monotonic() + 20
-        while httpx.post(f"{url}/infer", json=body).json()["model_version"] != "2":
-            assert time.monotonic() < deadline, "the promotion was not followed"
-            time.sleep(0.1)
-        assert httpx.get(f"{running.url}/v2/models/lilies").status_code == 404
+        assert wait_for(partial(answers, f"{url}/infer", body, "2"), 20), "the promotion was not followed"
+        lilies = f"{running.url}/v2/models/lilies"
+        assert httpx.get(lilies).status_code == 404
         train_table("classifier", iris_table(), "species", {"model": "logistic"}, name="lilies", registry=registry)
-        while httpx.post(f"{running.url}/v2/models/lilies/infer", json=body).status_code != 200:
-            assert time.monotonic() < deadline, "a newly registered model was not served"
-            time.sleep(0.1)
+        assert wait_for(partial(answers, f"{lilies}/infer", body, "1"), 20), "a newly registered model was not served"
 
 
 def test_the_model_repository_extension_unloads_and_loads(serve_registry: Registry) -> None:

@@ -3,19 +3,19 @@ every record is scored exactly once or dead-lettered with the reason, none lost,
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import orjson
 import pytest
+from confluent_kafka import Consumer, TopicPartition
 
 from streamml.config import Settings
 from streamml.inference.remote import describe
-from streamml.kafka import Producer
+from streamml.kafka import Admin, Producer
 from streamml.models.card import ModelCard, RemoteEndpoint
 from streamml.models.registry import Registry
-from streamml.runtime.naming import dead_letter_topic
+from streamml.runtime.naming import dead_letter_topic, group_id
 from streamml.runtime.session import Session, wait_for
 from tests.runtime.conftest import running
 from tests.runtime.test_predict import read
@@ -30,6 +30,17 @@ def iris_values(first: int, n: int) -> list[bytes]:
     return [
         orjson.dumps({"ID": first + i, **dict(zip(names, map(float, row), strict=True))}) for i, row in enumerate(rows)
     ]
+
+
+def committed_to_end(config: dict, group: str, topic: str) -> bool:
+    """Whether ``group`` has committed offsets up to the end of every partition of ``topic``."""
+    ends = {p: high for p, (_, high) in Admin(config).watermarks(topic).items()}
+    consumer = Consumer({**config, "group.id": group})
+    try:
+        committed = consumer.committed([TopicPartition(topic, p) for p in ends], timeout=10)
+    finally:
+        consumer.close()
+    return all(tp.offset >= ends[tp.partition] for tp in committed)
 
 
 def test_remote_predict_survives_a_server_kill_and_restart(
@@ -66,14 +77,14 @@ def test_remote_predict_survives_a_server_kill_and_restart(
                     producer.produce_batch(source, iris_values(total, chunk))
                     producer.flush()
                     total += chunk
-                    time.sleep(0.05)
 
             send(10)
             assert wait_for(lambda: len(read(kafka_config, sink)) > 0, 60), "nothing scored before the kill"
             server.proc.kill()  # no drain: the server dies with calls in flight
             server.finish()
             send(10)
-            time.sleep(3.0)
+            outage = wait_for(lambda: bool(read(kafka_config, dlq)), 60)
+            assert outage, "no batch failed for good while the server was down"
             server = ServeProcess(serve_registry, tmp_path / "serve", http_port=http, grpc_port=grpc).wait_ready()
             back = total  # the first record sent after the restart
 
@@ -82,8 +93,9 @@ def test_remote_predict_survives_a_server_kill_and_restart(
                 return any(orjson.loads(v)["ID"] >= back for _, _, v, _ in read(kafka_config, sink) if v)
 
             assert wait_for(resumed, 60, interval_s=0.5), "scoring did not resume after the restart"
-            assert wait_for(lambda: len(read(kafka_config, sink)) + len(read(kafka_config, dlq)) >= total, 120)
-            time.sleep(1.0)  # nothing more may come: a duplicate would show up here
+            # once the query's offsets are committed to the end, every output is final: a duplicate would be in it
+            group = group_id(settings.service_id, query_id)
+            assert wait_for(lambda: committed_to_end(kafka_config, group, source), 120), "the input was not all read"
             scored, dead = read(kafka_config, sink), read(kafka_config, dlq)
     finally:
         server.proc.terminate()

@@ -6,17 +6,26 @@ import os
 import signal
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import httpx
 
 from streamml.models.registry import Registry
+from streamml.runtime.session import wait_for
 from tests.serve.conftest import IRIS_ROWS, STREAMML, Running, ServeProcess, free_port
 
 
+def pending(url: str) -> float:
+    """Requests the server holds for model iris:1, from its Prometheus metrics."""
+    prefix = 'nv_inference_pending_request_count{model="iris",version="1"}'
+    lines = [ln for ln in httpx.get(f"{url}/metrics").text.splitlines() if ln.startswith(prefix)]
+    return float(lines[0].rsplit(" ", 1)[1]) if lines else 0.0
+
+
 def test_sigterm_drains_requests_in_flight_then_exits(serve_registry: Registry, tmp_path: Path) -> None:
-    server = ServeProcess(serve_registry, tmp_path / "home", "--max-batch-size", "1000", "--max-wait-ms", "1500")
+    # a batch would wait 20 s to fill, longer than the drain: only a drain that scores the queue at once answers
+    server = ServeProcess(serve_registry, tmp_path / "home", "--max-batch-size", "1000", "--max-wait-ms", "20000",
+                          "--drain-s", "5")  # fmt: skip
     try:
         server.wait_ready()
         name = httpx.get(f"{server.url}/v2/models/iris").json()["inputs"][0]["name"]
@@ -29,7 +38,7 @@ def test_sigterm_drains_requests_in_flight_then_exits(serve_registry: Registry, 
         threads = [threading.Thread(target=ask) for _ in range(8)]
         for thread in threads:
             thread.start()
-        time.sleep(0.5)  # the requests wait for their batch (1.5 s) when the signal comes
+        assert wait_for(lambda: pending(server.url) == 8, 30), "the requests never waited for their batch"
         server.proc.send_signal(signal.SIGTERM)
         for thread in threads:
             thread.join(30)

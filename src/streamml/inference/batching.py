@@ -77,6 +77,9 @@ class AdaptiveBatcher:
         rows = len(next(iter(feed.values()))) if feed else 0
         policy = self.policy(served.version.name)
         future: asyncio.Future[tuple[Feed, float]] = loop.create_future()
+        metrics = self.service.metrics
+        metrics.pending(served.version, 1)
+        future.add_done_callback(lambda _: metrics.pending(served.version, -1))
         waiting = _Waiting(feed, rows, future)
         if rows >= policy.max_batch_size or policy.max_wait_ms == 0:
             self._start(served, [waiting])

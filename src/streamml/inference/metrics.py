@@ -26,6 +26,8 @@ COUNTERS = {
     "nv_inference_queue_duration_us": "Cumulative time requests spent waiting for a batch, in microseconds",
     "nv_inference_compute_infer_duration_us": "Cumulative model execution time in microseconds",
 }
+#: gauge name -> help, as Triton names it
+GAUGES = {"nv_inference_pending_request_count": "Requests waiting for their batch or in a model execution"}
 
 
 class Metrics:
@@ -45,7 +47,7 @@ class Metrics:
             self._counts[(name, labels)] = self._counts.get((name, labels), 0.0) + value
 
     def value(self, name: str, **labels: str) -> float:
-        """The current value of counter ``name`` for exactly these labels (0 when never counted)."""
+        """The current value of metric ``name`` for exactly these labels (0 when never counted)."""
         with self._lock:
             return self._counts.get((name, tuple(sorted(labels.items()))), 0.0)
 
@@ -69,16 +71,21 @@ class Metrics:
         self._add("nv_inference_request_duration_us", labels, seconds * 1e6)
         self._add("nv_inference_queue_duration_us", labels, queued_s * 1e6)
 
+    def pending(self, version: ModelVersion, change: int) -> None:
+        """``change`` requests more (or fewer) are waiting for ``version``."""
+        self._add("nv_inference_pending_request_count", _labels(version.name, str(version.version)), change)
+
     def exposition(self) -> bytes:
         """The Prometheus text format of every metric."""
         with self._lock:
             counts = sorted(self._counts.items())
         lines: list[str] = []
-        for name, doc in COUNTERS.items():
+        kinds = [(name, doc, "counter") for name, doc in COUNTERS.items()]
+        for name, doc, kind in kinds + [(name, doc, "gauge") for name, doc in GAUGES.items()]:
             samples = [(labels, value) for (metric, labels), value in counts if metric == name]
             if not samples:
                 continue
-            lines += [f"# HELP {name} {doc}", f"# TYPE {name} counter"]
+            lines += [f"# HELP {name} {doc}", f"# TYPE {name} {kind}"]
             for labels, value in samples:
                 text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
                 lines.append(f"{name}{{{text}}} {value:g}" if value != int(value) else f"{name}{{{text}}} {int(value)}")
