@@ -24,6 +24,17 @@ log = logging.getLogger(__name__)
 #: model lifecycle events (promotions, rollbacks, deletions), shared by every deployment on the cluster
 MODELS_TOPIC = "_streamml_models"
 
+
+def monitors_topic(service: str) -> str:
+    """Compacted topic holding deployment ``service``'s monitor definitions (key: monitor name)."""
+    return f"_{service}_monitors"
+
+
+#: one record per monitor, model version and window: realised quality and drift (see streamml.monitor)
+MONITOR_METRICS_TOPIC = "streamml_monitor_metrics"
+#: alerts raised by monitors (FIRING / RESOLVED), one record per change of state
+MONITOR_ALERTS_TOPIC = "streamml_monitor_alerts"
+
 #: compacted, and compacted soon: readers catch up from the beginning at every start
 _COMPACT_SOON = {"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1", "segment.ms": "600000"}
 
@@ -60,6 +71,11 @@ def dead_letter_topic(service: str, query_id: str) -> str:
 def changelog_topic(service: str, query_id: str) -> str:
     """Compacted topic holding the state of stateful persistent query ``query_id``."""
     return f"{service}_{query_id}_changelog"
+
+
+def monitor_changelog_topic(service: str, monitor: str) -> str:
+    """Compacted topic holding the state of monitor ``monitor`` (its predictions awaiting labels)."""
+    return f"{service}_monitor_{monitor}_changelog"
 
 
 def changelog_spec(partitions: int) -> tuple[int, dict[str, str]]:
@@ -108,3 +124,21 @@ def ensure_changelog_topic(admin: Admin, topic: str, source_partitions: int) -> 
             "changelog %s has %d partitions for a source of %d; changes share partitions", topic, partitions, count
         )
     return partitions
+
+
+def ensure_monitor_topics(admin: Admin, settings: Settings, monitor: str, metrics: str, alerts: str) -> str:
+    """Create a monitor's changelog, the definitions topic and its output topics where missing; returns the
+    changelog's name (one partition: a monitor's windows span every partition of its inputs)."""
+    ensure_monitors_topic(admin, settings)
+    for topic in (metrics, alerts):
+        admin.create_topic(topic, partitions=1, if_not_exists=True)
+    changelog = monitor_changelog_topic(settings.service_id, monitor)
+    admin.create_topic(changelog, partitions=1, config=dict(CHANGELOG_CONFIG), if_not_exists=True)
+    return changelog
+
+
+def ensure_monitors_topic(admin: Admin, settings: Settings) -> str:
+    """Create the deployment's monitor definitions topic if it is missing; returns its name."""
+    topic = monitors_topic(settings.service_id)
+    admin.create_topic(topic, partitions=1, config=CONTROL_TOPIC_CONFIG, if_not_exists=True)
+    return topic

@@ -1,0 +1,131 @@
+"""``streamml monitor``: define, list, explain, run and remove monitors of models in production."""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from streamml.cli.state import state
+from streamml.errors import InputError
+
+app = typer.Typer(help="Watch models in production: accuracy from late labels, drift, alerts.", no_args_is_help=True)
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+@app.command("start")
+def start(
+    ctx: typer.Context,
+    model: str = typer.Argument(..., help="The model whose predictions are watched."),
+    predictions: str = typer.Option(..., "--predictions", help="Stream of the model's predictions (PREDICT output)."),
+    labels: str = typer.Option(..., "--labels", help="Stream of the labels, arriving later."),
+    key: str = typer.Option(..., "--key", help="Column joining a prediction with its label."),
+    label_key: str | None = typer.Option(None, "--label-key", help="The key column of the labels, if named apart."),
+    label_column: str | None = typer.Option(None, "--label-column", help="Label column (default: the card's)."),
+    within: str = typer.Option("1 HOUR", "--within", help="How late a label may be, e.g. '30 SECONDS'."),
+    window: str = typer.Option("1 MINUTE", "--window", help="Tumbling window the metrics are computed over."),
+    grace: str = typer.Option("0 SECONDS", "--grace", help="How far out of order predictions may arrive."),
+    name: str | None = typer.Option(None, "--name", help="Monitor name (default: the model's)."),
+    prediction: str | None = typer.Option(None, "--prediction", help="SQL expression of the prediction."),
+    score: str | None = typer.Option(None, "--score", help="SQL expression of the positive class's score."),
+    positive: str | None = typer.Option(None, "--positive", help="The positive class (e.g. 1, true, '>50K')."),
+    features: str | None = typer.Option(None, "--features", help="Features to watch for drift: A,B,..."),
+    psi: float = typer.Option(0.2, "--psi", min=0.0, help="Drift alert: largest feature PSI above this."),
+    accuracy_floor: float = typer.Option(0.8, "--accuracy-floor", min=0.0, max=1.0, help="Accuracy alert floor."),
+    detach: bool = typer.Option(False, "--detach", help="Only define it; `streamml monitor run` runs it."),
+) -> None:
+    """Define a monitor (and run it here until Ctrl-C, unless --detach)."""
+    from streamml.monitor.alerts import default_rules
+    from streamml.monitor.spec import MonitorSpec, parse_duration, plan_inputs, publish_monitor
+    from streamml.runtime.session import Session
+    from streamml.runtime.training import default_registry
+
+    settings = state(ctx).settings
+    card = None
+    try:
+        card = default_registry(settings).get(model).card
+    except Exception:
+        err.print(f"[yellow]model {model} is not in the registry yet: defaults come from the stream only[/]")
+    label = label_column or (card.label if card is not None else None)
+    if not label:
+        raise InputError(f"model {model}'s card names no label", hint="pass --label-column")
+    spec = MonitorSpec(
+        name=name or model, model=model, predictions=predictions, labels=labels, key=key, label_key=label_key,
+        label=label, prediction=prediction, score=score, positive=positive,
+        features=[f.strip() for f in features.split(",") if f.strip()] if features else None,
+        window_ms=parse_duration(window), within_ms=parse_duration(within), grace_ms=parse_duration(grace),
+        rules=[r.to_dict() for r in default_rules(psi=psi, accuracy_floor=accuracy_floor)],
+    )  # fmt: skip
+    plan_inputs(spec, Session(settings).engine, card)  # refuse what does not plan before storing it
+    publish_monitor(settings, spec)
+    err.print(f"[green]monitor {spec.name} defined[/]: metrics to {spec.metrics_topic}, alerts to {spec.alerts_topic}")
+    if not detach:
+        _run(ctx, [spec.name], None)
+
+
+@app.command("run")
+def run(
+    ctx: typer.Context,
+    names: list[str] | None = typer.Argument(None, help="Monitors to run (default: every one defined)."),
+    metrics_port: int | None = typer.Option(None, "--metrics-port", min=0, max=65535, help="Prometheus port."),
+) -> None:
+    """Run the deployment's monitors here until Ctrl-C (run them in one place: each is one worker)."""
+    _run(ctx, names or None, metrics_port)
+
+
+def _run(ctx: typer.Context, names: list[str] | None, metrics_port: int | None) -> None:
+    from streamml.monitor.supervisor import MonitorSupervisor
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    supervisor = MonitorSupervisor(state(ctx).settings, only=names)
+    err.print(f"running {', '.join(names) if names else 'every monitor'}; Ctrl-C stops")
+    supervisor.run(stop, metrics_port)
+    err.print("stopped: every window committed")
+
+
+@app.command("list")
+def list_monitors(ctx: typer.Context) -> None:
+    """The monitors defined in the deployment."""
+    from streamml.monitor.spec import read_monitors
+
+    table = Table("name", "model", "predictions", "labels", "key", "window", "within", "role")
+    for spec in read_monitors(state(ctx).settings).values():
+        table.add_row(spec.name, spec.model, spec.predictions, spec.labels, spec.key, f"{spec.window_ms} ms",
+                      f"{spec.within_ms} ms", spec.role)  # fmt: skip
+    out.print(table)
+
+
+@app.command("explain")
+def explain(ctx: typer.Context, name: str = typer.Argument(..., help="Monitor name.")) -> None:
+    """The SQL a monitor runs on its inputs, and the plans."""
+    from streamml.monitor.spec import plan_inputs, read_monitors
+    from streamml.runtime.session import Session
+    from streamml.runtime.training import default_registry
+
+    settings = state(ctx).settings
+    spec = read_monitors(settings).get(name)
+    if spec is None:
+        raise InputError(f"no monitor named {name!r}", hint="streamml monitor list")
+    try:
+        card = default_registry(settings).get(spec.model).card
+    except Exception:
+        card = None
+    out.print(plan_inputs(spec, Session(settings).engine, card).explain(), markup=False)
+
+
+@app.command("stop")
+def stop(ctx: typer.Context, name: str = typer.Argument(..., help="Monitor name.")) -> None:
+    """Remove a monitor's definition (its workers stop; metrics already published stay)."""
+    from streamml.monitor.spec import publish_monitor, read_monitors
+
+    settings = state(ctx).settings
+    if name not in read_monitors(settings):
+        raise InputError(f"no monitor named {name!r}", hint="streamml monitor list")
+    publish_monitor(settings, None, name)
+    err.print(f"[green]monitor {name} removed[/]")
