@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything streamml needs on a fresh Debian machine: system packages (Java, Maven, kcat,
-# Mosquitto), a virtual environment with the package and its dev tools, and the Kafka broker jars.
+# Mosquitto, Chromium for the dashboard's browser tests), a virtual environment with the package and its
+# dev tools, and the Kafka broker jars.
 # Safe to re-run: each step is skipped when already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +15,7 @@ command -v mvn >/dev/null || need_apt+=(maven)
 command -v kcat >/dev/null || need_apt+=(kcat)
 command -v mosquitto >/dev/null || need_apt+=(mosquitto)
 command -v mosquitto_pub >/dev/null || need_apt+=(mosquitto-clients)
+command -v chromium >/dev/null || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${need_apt[*]}"
   SUDO=""

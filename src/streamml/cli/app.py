@@ -11,6 +11,7 @@ import typer
 from streamml.cli import (
     bench_cmd,
     consume_cmd,
+    dashboard_cmd,
     demo_cmd,
     dlq_cmd,
     kafka_cmd,
@@ -49,6 +50,7 @@ app.command("status")(status_cmd.status)
 app.command("produce")(produce_cmd.produce)
 app.command("consume")(consume_cmd.consume)
 app.command("serve")(serve_cmd.serve)
+app.command("dashboard")(dashboard_cmd.dashboard)
 
 
 @app.callback()
