@@ -24,8 +24,8 @@ from starlette.staticfiles import StaticFiles
 
 from streamml.config import Settings
 from streamml.errors import InputError, StreamMLError
-from streamml.monitor.dashboard.state import ALERTS_TOPIC, METRICS_TOPIC, DashboardFeed, DashboardState
-from streamml.runtime.topics import MODELS_TOPIC
+from streamml.monitor.dashboard.state import DashboardFeed, DashboardState
+from streamml.runtime.topics import MODELS_TOPIC, MONITOR_ALERTS_TOPIC, MONITOR_METRICS_TOPIC
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +80,8 @@ class Dashboard:
         host: str = "127.0.0.1",
         port: int = 8050,
         *,
-        metrics_topic: str = METRICS_TOPIC,
-        alerts_topic: str = ALERTS_TOPIC,
+        metrics_topic: str = MONITOR_METRICS_TOPIC,
+        alerts_topic: str = MONITOR_ALERTS_TOPIC,
         control_topic: str = MODELS_TOPIC,
     ) -> None:
         self.host = host

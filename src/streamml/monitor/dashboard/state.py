@@ -33,13 +33,9 @@ from streamml.kafka import client_config
 from streamml.kafka.compacted import CompactedReader
 from streamml.monitor.drift import PSI_THRESHOLD
 from streamml.runtime.observe import STATUS_PERIOD_S, is_alive
-from streamml.runtime.topics import MODELS_TOPIC, status_topic
+from streamml.runtime.topics import MODELS_TOPIC, MONITOR_ALERTS_TOPIC, MONITOR_METRICS_TOPIC, status_topic
 
 log = logging.getLogger(__name__)
-
-#: where the monitor publishes its windows and its alerts (the names the monitor worker writes to)
-METRICS_TOPIC = "streamml_monitor_metrics"
-ALERTS_TOPIC = "streamml_monitor_alerts"
 
 #: windows kept per model version
 MAX_WINDOWS = 500
@@ -280,8 +276,8 @@ class DashboardFeed:
         settings: Settings,
         state: DashboardState | None = None,
         *,
-        metrics_topic: str = METRICS_TOPIC,
-        alerts_topic: str = ALERTS_TOPIC,
+        metrics_topic: str = MONITOR_METRICS_TOPIC,
+        alerts_topic: str = MONITOR_ALERTS_TOPIC,
         control_topic: str = MODELS_TOPIC,
         poll_s: float = 0.2,
     ) -> None:
