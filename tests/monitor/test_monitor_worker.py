@@ -87,7 +87,7 @@ def test_metrics_match_offline_exactly_once_across_a_restart(
     )
     registry = _registry(tmp_path, linear_onnx)
     spec = MonitorSpec(name="m", model="m", predictions="preds", labels="labels", key="ID", label="CLASS",
-                       positive="1", window_ms=W, within_ms=WITHIN, metrics_topic=unique("metrics"),
+                       positive="1", start="earliest", window_ms=W, within_ms=WITHIN, metrics_topic=unique("metrics"),
                        alerts_topic=unique("alerts"))  # fmt: skip
     assert plan_inputs(spec, session.engine, registry.get("m").card).features == ["A", "B", "C"]
     base = (int(time.time() * 1000) - 600_000) // W * W

@@ -16,6 +16,7 @@ from streamml.cli import (
     dlq_cmd,
     kafka_cmd,
     models_cmd,
+    monitor_cmd,
     mqtt_cmd,
     produce_cmd,
     serve_cmd,
@@ -42,6 +43,7 @@ app.add_typer(dlq_cmd.app, name="dlq")
 app.add_typer(simulate_cmd.app, name="simulate")
 app.add_typer(models_cmd.app, name="models")
 app.add_typer(mqtt_cmd.app, name="mqtt")
+app.add_typer(monitor_cmd.app, name="monitor")
 app.command("train")(train_cmd.train)
 app.command("bench")(bench_cmd.bench)
 app.command("sql")(sql_cmd.sql)

@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console, Group
+from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
+from rich.text import Text
 
 from streamml.cli.state import state
 from streamml.demos.fraud import DemoConfig, FraudDemo, LiveStats
@@ -50,8 +51,16 @@ def _view(stats: LiveStats) -> Panel:
     table.add_row("live produced", f"{stats.produced:,}", "live scored", f"{stats.scored:,}")
     table.add_row("scoring rate", f"{stats.rate:,.0f} rec/s", "alerts", f"{stats.alerts:,}")
     table.add_row("latency p50", ms(stats.p50_ms), "latency p99", ms(stats.p99_ms))
-    table.add_row("precision (rolling)", pct(stats.precision), "recall (rolling)", pct(stats.recall))
-    return Panel(Group(table), title="live fraud scoring", border_style="cyan")
+    q = stats.quality or {}
+    window = f"window ending {q['window_end_ms']}, {q['labelled']:,} labelled" if q else "waiting for labels"
+    table.add_row(
+        "monitor", window, "drift PSI max", "-" if q.get("drift_psi_max") is None else f"{q['drift_psi_max']:.2f}"
+    )
+    table.add_row("precision (monitor)", pct(q.get("precision")), "recall (monitor)", pct(q.get("recall")))
+    table.add_row("F1 (monitor)", pct(q.get("f1")), "PR AUC (monitor)", pct(q.get("pr_auc")))
+    parts: list[RenderableType] = [table]
+    parts += [Text(message, style="yellow") for message in stats.monitor_alerts[-3:]]
+    return Panel(Group(*parts), title="live fraud scoring", border_style="cyan")
 
 
 @app.command()

@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -25,6 +26,7 @@ import pyarrow.compute as pc
 
 from streamml.config import Settings
 from streamml.demos.live import LiveCounters, copy_plots
+from streamml.demos.monitoring import DemoMonitor, LateLabels, drifting
 from streamml.formats import get_format
 from streamml.ingest.transactions import stream_transactions, transaction_chunks
 from streamml.kafka import Admin, BatchConsumer, LocalBroker, Producer, client_config
@@ -35,9 +37,12 @@ from streamml.runtime.runner import Runner
 from streamml.runtime.session import Session, wait_for
 from streamml.runtime.training import train_from_stream
 
-SOURCE, PREPROCESSED, SCORES, ALERTS = (
-    "creditcardfraud_source", "creditcardfraud_preprocessed_avro", "fraud_scores", "fraud_alerts",
+SOURCE, PREPROCESSED, SCORES, ALERTS, LABELS = (
+    "creditcardfraud_source", "creditcardfraud_preprocessed_avro", "fraud_scores", "fraud_alerts", "fraud_labels",
 )  # fmt: skip
+MONITOR_METRICS, MONITOR_ALERTS = "fraud_monitor_metrics", "fraud_monitor_alerts"
+#: the demo's own topics, removed before it starts
+TOPICS = (SOURCE, PREPROCESSED, SCORES, ALERTS, LABELS, MONITOR_METRICS, MONITOR_ALERTS)
 FEATURES = ["Time", *(f"V{i}" for i in range(1, 29)), "Amount"]
 V_COLUMNS = ", ".join(f"V{i} double" for i in range(1, 29))
 
@@ -71,6 +76,25 @@ class DemoConfig:
     epochs: int = 40
     output_dir: Path = Path("demo-output")
     service_id: str = "fraud-demo"
+    #: from half the live phase on, live amounts are multiplied by this (the drift the monitor must see)
+    drift_factor: float = 4.0
+
+    # the monitor's timing follows the live phase: 8 windows, labels one window late, joined within three
+    @property
+    def monitor_window_s(self) -> float:
+        return self.live_seconds / 8
+
+    @property
+    def label_delay_s(self) -> float:
+        return self.monitor_window_s
+
+    @property
+    def monitor_within_s(self) -> float:
+        return 3 * self.monitor_window_s
+
+    @property
+    def drift_after_s(self) -> float:
+        return self.live_seconds / 2
 
 
 @dataclass
@@ -80,6 +104,9 @@ class LiveStats(LiveCounters):
     tp: int = 0
     fp: int = 0
     fn: int = 0
+    #: the monitor's metrics of its latest settled window, and its alerts so far
+    quality: dict[str, Any] | None = None
+    monitor_alerts: list[str] = field(default_factory=list)
     window: deque[tuple[int, int, int]] = field(default_factory=lambda: deque(maxlen=50), repr=False)
 
     @property
@@ -114,6 +141,7 @@ class FraudDemo:
         self.versions: dict[str, ModelVersion] = {}
         self.timings: dict[str, float] = {}
         self.live: LiveStats | None = None
+        self.monitor: DemoMonitor | None = None
 
     # -- 1. cluster and history ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -128,7 +156,7 @@ class FraudDemo:
         self.admin = Admin(self.config_kafka)
         prefix = self.config.service_id
         stale = [t for t in self.admin.topic_names(include_internal=True)
-                 if t in (SOURCE, PREPROCESSED, SCORES, ALERTS) or t.startswith((prefix, f"_{prefix}"))]  # fmt: skip
+                 if t in TOPICS or t.startswith((prefix, f"_{prefix}"))]  # fmt: skip
         for topic in stale:
             self.admin.delete_topic(topic, if_exists=True)
         self.admin.create_topic(SOURCE, partitions=3)
@@ -221,6 +249,13 @@ class FraudDemo:
         wait_for(caught_up, timeout_s, 0.2)
         self.timings["score history"] = time.perf_counter() - started
         self.say(f"scored the {self.config.history:,} historical transactions in {self.timings['score history']:.1f} s")
+        c = self.config
+        self.monitor = DemoMonitor.define(self.settings, self.session, model="fraud", scores=SCORES, labels=LABELS,
+                                          labels_topic=LABELS, topics=(MONITOR_METRICS, MONITOR_ALERTS),
+                                          window_s=c.monitor_window_s, within_s=c.monitor_within_s,
+                                          psi=0.2).start()  # fmt: skip
+        self.say(f"monitor fraud: {SCORES} joined with {LABELS} (labels {c.label_delay_s:g} s late) "
+                 f"per {c.monitor_window_s:g} s window, within {c.monitor_within_s:g} s")  # fmt: skip
 
     # -- 5. live traffic ----------------------------------------------------------------------------------
     def run_live(
@@ -237,15 +272,20 @@ class FraudDemo:
         first_id = self.config.history
         count = int(self.config.live_seconds * self.config.live_rate)
         chunks = transaction_chunks(count, fraud_rate=max(self.config.fraud_rate, 0.005),
-                                    seed=self.config.seed + 1000, first_id=first_id, chunk=2_000)  # fmt: skip
+                                    seed=self.config.seed + 1000, first_id=first_id,
+                                    chunk=max(100, int(self.config.live_rate / 4)))  # fmt: skip
+        labels = LateLabels(self.settings, LABELS, self.config.label_delay_s).start()
+        started = time.monotonic()
+        chunks = drifting(chunks, "Amount", self.config.drift_factor,
+                          lambda: time.monotonic() - started >= self.config.drift_after_s)  # fmt: skip
 
         def produce() -> None:
             with Producer(self.config_kafka) as producer:
-                stream_transactions(producer, SOURCE, _until(chunks, stop), "DELIMITED", self.config.live_rate,
-                                    lambda n: setattr(stats, "produced", stats.produced + n))  # fmt: skip
+                counted = lambda n: setattr(stats, "produced", stats.produced + n)  # noqa: E731
+                live = _tap(_until(chunks, stop), labels.add)
+                stream_transactions(producer, SOURCE, live, "DELIMITED", self.config.live_rate, counted)
 
         producer_thread = threading.Thread(target=produce, daemon=True)
-        started = time.monotonic()
         producer_thread.start()
         flags = pa.struct([("IS_ANOMALY", pa.bool_())])
         decoder = get_format("JSON", pa.schema([("ID", pa.int64()), ("CLASS", pa.string()), ("P", flags)]))
@@ -268,6 +308,7 @@ class FraudDemo:
                     on_stats(stats)
         stop.set()
         producer_thread.join(10)
+        labels.stop()
         return stats
 
     def _account(self, stats: LiveStats, table: pa.Table) -> None:
@@ -286,6 +327,9 @@ class FraudDemo:
         for m in self.runner.status() if self.runner else []:
             if SCORES.upper() in m.query_id:
                 stats.model = ", ".join(m.model_versions.values()) or "-"
+        if self.monitor is not None:
+            stats.quality = self.monitor.latest()
+            stats.monitor_alerts = [a.message for a in self.monitor.alerts]
 
     # -- 6. report ----------------------------------------------------------------------------------------
     def report(self) -> Path:
@@ -313,13 +357,37 @@ class FraudDemo:
                 s.latency_line("end-to-end latency (transaction timestamp to committed score)"),
                 f"- alerts: {s.alerts:,}; precision {_pct(s.tp, s.tp + s.fp)}, recall {_pct(s.tp, s.tp + s.fn)}",
             ]  # fmt: skip
+        lines += self._monitor_section(out)
         lines += ["", "## Timings", "", *(f"- {k}: {v:.1f} s" for k, v in self.timings.items())]
         path = out / "report.md"
         path.write_text("\n".join(lines) + "\n")
         return path
 
+    def _monitor_section(self, out: Path) -> list[str]:
+        if self.monitor is None:
+            return []
+        self.monitor.stop()
+        m = self.monitor
+        lines = ["", "## Monitoring", "",
+                 f"Monitor `{m.spec.name}`: `{SCORES}` joined with the labels on `{LABELS}` (published "
+                 f"{self.config.label_delay_s:g} s late), per {m.spec.window_ms // 1000} s window; live amounts "
+                 f"x{self.config.drift_factor:g} from {self.config.drift_after_s:g} s on.", "",
+                 "| window end | version | count | labelled | precision | recall | F1 | PR AUC | PSI max |",
+                 "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+        for w in m.windows:
+            cells = [_num(w.get(k)) for k in ("precision", "recall", "f1", "pr_auc", "drift_psi_max")]
+            lines.append(f"| {w['window_end_ms']} | {w['version']} | {w['count']} | {w['labelled']} | "
+                         + " | ".join(cells) + " |")  # fmt: skip
+        lines += ["", "Alerts:", "", *(f"- {a.message}" for a in m.alerts)] if m.alerts else ["", "Alerts: none"]
+        plot = m.plot(out)
+        if plot is not None:
+            lines.append(f"\n![monitor]({plot.name})")
+        return lines
+
     def close(self) -> None:
         """Stop the queries (each commits and leaves its group); the broker keeps running."""
+        if self.monitor is not None:
+            self.monitor.stop()
         self._runner_stop.set()
         if self._runner_thread is not None:
             self._runner_thread.join(60)
@@ -327,6 +395,16 @@ class FraudDemo:
 
 def _pct(num: int, den: int) -> str:
     return f"{num / den:.1%}" if den else "n/a"
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _tap(chunks, sink: Callable[[pa.Table], None]):  # type: ignore[no-untyped-def]
+    for chunk in chunks:
+        sink(chunk)
+        yield chunk
 
 
 def _until(chunks, stop: threading.Event):  # type: ignore[no-untyped-def]

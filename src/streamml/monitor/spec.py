@@ -73,6 +73,8 @@ class MonitorSpec(BaseModel):
     within_ms: int = 3_600_000
     grace_ms: int = 0
     rules: list[dict[str, Any]] = Field(default_factory=lambda: [r.to_dict() for r in default_rules()])
+    #: where a new monitor starts reading: new records only (``latest``, as ksqlDB's queries) or everything
+    start: Literal["earliest", "latest"] = "latest"
     #: ``shadow``: the predictions of a candidate scored next to the version in force
     role: Literal["live", "shadow"] = "live"
     metrics_topic: str = MONITOR_METRICS_TOPIC

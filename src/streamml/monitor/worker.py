@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,6 +65,8 @@ class MonitorStats:
     commits: int = 0
     restored_rows: int = 0
     last_metrics: dict[int, dict[str, Any]] = field(default_factory=dict)
+    #: the latest metrics records published, oldest first
+    history: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=1000))
 
 
 class MonitorWorker:
@@ -106,6 +109,7 @@ class MonitorWorker:
         self.changelog = ""
         self._pending: dict[tuple[str, int], int] = {}
         self._opened = 0.0
+        self._assigned = threading.Event()
 
     # -- cards ----------------------------------------------------------------------------------------------
     def _latest_card(self) -> ModelCard | None:
@@ -130,7 +134,14 @@ class MonitorWorker:
         group = monitor_group(self.settings.service_id, self.spec.name)
         self.producer = TransactionalProducer(self.config, group, {"message.max.bytes": 64 * 1024 * 1024})
         self._restore()
-        self.consumer = BatchConsumer(self.config, list(self.codecs), group_id=group, isolation="read_committed")
+        self.consumer = BatchConsumer(self.config, list(self.codecs), group_id=group, start=self.spec.start,
+                                      isolation="read_committed", on_assign=lambda _: self._assigned.set())  # fmt: skip
+
+    @property
+    def assigned(self) -> bool:
+        """Whether the worker has been given its input partitions (it reads from there on); safe to ask from
+        another thread (the consumer itself is not)."""
+        return self._assigned.is_set()
 
     def run(self, stop: threading.Event) -> None:
         """Process until ``stop``; commits what it processed before returning."""
@@ -237,6 +248,7 @@ class MonitorWorker:
             self.stats.windows += len(records)
             for record in records:
                 self.stats.last_metrics[int(record["version"])] = record
+            self.stats.history.extend(records)
         if alerts:
             self.producer.produce_batch(
                 self.spec.alerts_topic,
