@@ -19,6 +19,7 @@ def test_each_batch_counts_once_per_stage_and_stages_come_in_loop_order() -> Non
     assert commit["total_ms"] == 43.0 and commit["mean_ms"] == round(43.0 / 3, 3)
     assert commit["p50_ms"] is not None and commit["p99_ms"] is not None
     assert 2.0 <= commit["p50_ms"] < 2.1 and 40.0 <= commit["p99_ms"] < 41.0  # within the histogram's 1.5%
+    assert commit["p95_ms"] is not None and 40.0 <= commit["p95_ms"] < 41.0
 
 
 def test_a_query_snapshot_carries_its_stages_next_to_its_latency() -> None:

@@ -35,6 +35,7 @@ from streamml.kafka.compacted import CompactedReader
 from streamml.models.card import ModelCard
 from streamml.models.registry import Registry
 from streamml.monitor.alerts import Alert, Alerter
+from streamml.monitor.health import QueryHealth
 from streamml.monitor.labeljoin import LabelJoin, Window
 from streamml.monitor.report import window_drift, window_metrics
 from streamml.monitor.spec import MonitorInputs, MonitorSpec, plan_inputs
@@ -95,6 +96,9 @@ class MonitorWorker:
             self.inputs.predictions_source.topic: self.inputs.predictions_plan.executor(),
             self.inputs.labels_source.topic: self.inputs.labels_plan.executor(),
         }
+        scoring = [q for q, plan in engine.queries.items()
+                   if plan.sink is not None and plan.sink.name.upper() == spec.predictions.upper()]  # fmt: skip
+        self.health = QueryHealth(settings, scoring)
         self.join = LabelJoin(spec.window_ms, spec.within_ms, spec.grace_ms)
         self.alerter = Alerter(spec.alert_rules())
         self.on_alert = on_alert
@@ -134,6 +138,7 @@ class MonitorWorker:
         group = monitor_group(self.settings.service_id, self.spec.name)
         self.producer = TransactionalProducer(self.config, group, {"message.max.bytes": 64 * 1024 * 1024})
         self._restore()
+        self.health.start()
         self.consumer = BatchConsumer(self.config, list(self.codecs), group_id=group, start=self.spec.start,
                                       isolation="read_committed", on_assign=lambda _: self._assigned.set())  # fmt: skip
 
@@ -154,6 +159,7 @@ class MonitorWorker:
             self.close()
 
     def close(self) -> None:
+        self.health.stop()
         if self.consumer is not None:
             self.consumer.close()
             self.consumer = None
@@ -218,7 +224,8 @@ class MonitorWorker:
         return True
 
     def _publish(self, complete: list[Window], settled: list[Window]) -> None:
-        """Drift (and its alerts) of complete windows; metrics (and quality alerts) of settled ones."""
+        """Drift (and its alerts) of complete windows; metrics (quality, and the scoring queries' latency and
+        dead-letter rate) and their alerts of settled ones."""
         assert self.producer is not None
         alerts: list[Alert] = []
         for window in complete:
@@ -230,7 +237,7 @@ class MonitorWorker:
         records: list[dict[str, Any]] = []
         for window in settled:
             known = self.drift.pop(window.start_ms, None) or window_drift(window, self.inputs.features, self.card_of)
-            reported = window_metrics(self.spec, window, known, self.card_of)
+            reported = [{**r, **self.health.latest()} for r in window_metrics(self.spec, window, known, self.card_of)]
             records += reported
             for record in reported:
                 quality = {k: v for k, v in record.items() if isinstance(v, float) and not k.startswith("drift")}

@@ -88,7 +88,7 @@ class StageTimes:
             self.add(stage, (time.perf_counter() - start) * 1000)
 
     def snapshot(self) -> dict[str, dict[str, float | int | None]]:
-        """Per stage seen so far, in loop order: batches timed, p50/p99 and mean ms, total ms."""
+        """Per stage seen so far, in loop order: batches timed, p50/p95/p99 and mean ms, total ms."""
         order = {s: i for i, s in enumerate(STAGES)}
         out: dict[str, dict[str, float | int | None]] = {}
         for stage in sorted(self.stages, key=lambda s: (order.get(s, len(order)), s)):
@@ -97,6 +97,7 @@ class StageTimes:
             out[stage] = {
                 "count": count,
                 "p50_ms": h.quantile(0.5),
+                "p95_ms": h.quantile(0.95),
                 "p99_ms": h.quantile(0.99),
                 "mean_ms": round(h.total_ms / count, 3) if count else None,
                 "total_ms": round(h.total_ms, 3),

@@ -1,0 +1,53 @@
+"""``streamml monitor`` as a user types it, against the test broker; and the latency / dead-letter figures."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import uuid
+from collections.abc import Callable
+
+import pytest
+
+from streamml.monitor.health import health_of
+
+
+def test_define_list_explain_and_remove_a_monitor(cli: Callable[..., subprocess.CompletedProcess[str]]) -> None:
+    service = {"STREAMML_SERVICE_ID": f"svc-{uuid.uuid4().hex[:8]}"}
+    cli("sql", "-e", "CREATE STREAM scores (ID BIGINT, AMOUNT DOUBLE, P STRUCT<SCORE DOUBLE, IS_ANOMALY BOOLEAN, "
+        "MODEL VARCHAR, VERSION INTEGER>) WITH (KAFKA_TOPIC='scores', VALUE_FORMAT='JSON', PARTITIONS=1);"
+        "CREATE STREAM truth (ID BIGINT, CLASS VARCHAR) WITH (KAFKA_TOPIC='truth', VALUE_FORMAT='JSON', PARTITIONS=1);",
+        env=service)  # fmt: skip
+    # without a registered model nothing says what the prediction is: a clear error, no traceback, nothing stored
+    refused = cli("monitor", "start", "fraud", "--predictions", "scores", "--labels", "truth", "--key", "ID",
+                  "--label-column", "CLASS", "--detach", env=service, check=False)  # fmt: skip
+    assert refused.returncode != 0 and "--prediction" in refused.stderr and "Traceback" not in refused.stderr
+    cli("monitor", "start", "fraud", "--predictions", "scores", "--labels", "truth", "--key", "ID", "--label-column",
+        "CLASS", "--prediction", "P->IS_ANOMALY", "--score", "P->SCORE", "--positive", "1", "--within", "30 SECONDS",
+        "--window", "10 SECONDS", "--detach", env=service)  # fmt: skip
+    listed = cli("monitor", "list", env=service).stdout
+    assert "fraud" in listed and "scores" in listed and "30000 ms" in listed
+    explained = cli("monitor", "explain", "fraud", env=service).stdout
+    assert "P->IS_ANOMALY AS PREDICTION" in explained and "FROM truth" in explained
+    missing = cli("monitor", "start", "fraud", "--predictions", "nope", "--labels", "truth", "--key", "ID",
+                  "--label-column", "CLASS", "--prediction", "P->IS_ANOMALY", "--detach", env=service, check=False)  # fmt: skip
+    assert missing.returncode != 0 and "'nope' is not in the catalog" in missing.stderr
+    cli("monitor", "stop", "fraud", env=service)
+    assert "fraud" not in cli("monitor", "list", env=service).stdout
+    assert "no monitor named" in cli("monitor", "stop", "fraud", env=service, check=False).stderr
+
+
+def test_health_takes_the_worst_live_worker_and_skips_stale_ones() -> None:
+    now = time.time()
+    query = {"query": "CSAS_SCORES_1", "records_in": 100, "dead_letters": 2, "latency_p50_ms": 5.0,
+             "latency_p95_ms": 9.0, "latency_p99_ms": 12.0}  # fmt: skip
+    workers = [
+        {"worker": "a/1", "time": now, "queries": [query]},
+        {"worker": "b/2", "time": now, "queries": [{**query, "latency_p99_ms": 30.0, "records_in": 50}]},
+        {"worker": "c/3", "time": now - 3600, "queries": [{**query, "latency_p99_ms": 999.0}]},  # long gone
+        {"worker": "d/4", "time": now, "queries": [{**query, "query": "OTHER", "latency_p99_ms": 500.0}]},
+    ]
+    health = health_of(workers, {"CSAS_SCORES_1"})
+    assert health["latency_p99_ms"] == 30.0 and health["latency_p50_ms"] == 5.0
+    assert health["records_in"] == 150 and health["dead_letters"] == 4
+    assert health_of([], {"CSAS_SCORES_1"}) == pytest.approx({"records_in": 0.0, "dead_letters": 0.0})
