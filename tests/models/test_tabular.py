@@ -141,7 +141,13 @@ def test_predict_in_sql_scores_string_and_numeric_columns(data: pa.Table, tmp_pa
     registry = Registry(str(tmp_path / "registry"))
     version = train_table("tabular", data, LABEL, {}, name="census", registry=registry, seed=0)
     reference = version.card.reference
-    assert reference is not None and list(reference.features) == NUMERIC_COLUMNS
+    assert reference is not None and set(reference.features) == set(FEATURES)
+    # numeric columns have histograms, string columns the count of each category seen in training
+    assert all(reference.features[c].bin_counts and not reference.features[c].categories for c in NUMERIC_COLUMNS)
+    strings = [c for c in FEATURES if c not in NUMERIC_COLUMNS]
+    assert strings and all(reference.features[c].categories for c in strings)
+    first = strings[0]
+    assert sum(reference.features[first].categories.values()) == reference.features[first].count > 0
     assert "probability" in reference.outputs
     provider = ModelProvider(registry)
     engine = SqlEngine.with_plugins()

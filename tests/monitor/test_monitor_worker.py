@@ -34,7 +34,7 @@ def _registry(tmp_path: Path, linear_onnx: bytes) -> Registry:
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2_000, 3))
     card = ModelCard(name="m", features=["A", "B", "C"], label="CLASS", output=OutputSpec.anomaly("variable"),
-                     reference=reference_stats(x, ["A", "B", "C"], {"variable": rng.random(2_000)}))  # fmt: skip
+                     reference=reference_stats(x, ["A", "B", "C"], {"score": rng.random(2_000)}))  # fmt: skip
     registry = Registry(tmp_path / "registry")
     registry.register("m", linear_onnx, card)
     return registry
@@ -146,6 +146,7 @@ def test_metrics_match_offline_exactly_once_across_a_restart(
         drifted = record["window_start_ms"] - base >= DRIFT_AT
         assert record["drift"]["features"]["A"]["drifted"] is drifted
         assert (record["drift_psi_max"] > 0.2) is drifted
+        assert record["drift"]["score"]["kind"] == "numeric"  # the score against the training scores
 
     alerts = _metrics(settings, spec.alerts_topic)
     firing = [a for a in alerts if a["state"] == "FIRING" and a["metric"] == "drift_psi_max"]

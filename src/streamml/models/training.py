@@ -25,7 +25,7 @@ from streamml.models.recipes import Recipe, TrainedModel, get_recipe, resolve_pa
 from streamml.models.recipes.base import drop_incomplete, feature_matrix, prepare
 from streamml.models.registry import ModelVersion, Registry
 from streamml.models.runtime import OnnxModel
-from streamml.models.stats import ReferenceStats, reference_stats
+from streamml.models.stats import ReferenceStats, category_stats, reference_stats
 
 logger = logging.getLogger(__name__)
 
@@ -119,8 +119,9 @@ def _reference(
 ) -> ReferenceStats | None:
     """Statistics of the training rows' features and of the model's outputs on them.
 
-    Only numeric features have statistics; a model with one input per column (the tabular recipe) scores
-    the rows as a table, so its string columns still feed the output statistics.
+    Numeric features get moments, quantiles and a histogram, string features the count of each category; a
+    model with one input per column (the tabular recipe) scores the rows as a table, so its string columns
+    also feed the output statistics.
     """
     columns = trained.features
     numeric = [c for c in columns if _is_scalar(table.schema.field(c).type)]
@@ -151,7 +152,12 @@ def _reference(
             if pa.types.is_floating(field.type) or pa.types.is_boolean(field.type):
                 outputs[field.name] = array.to_numpy(zero_copy_only=False).astype(np.float64)
     names = columns if x.shape[1] == len(columns) else [f"{columns[0]}[{i}]" for i in range(x.shape[1])]
-    return reference_stats(x, names, outputs)
+    reference = reference_stats(x, names, outputs)
+    categorical = [c for c in trained.features if c not in numeric]
+    if categorical and clean is not None:  # a monitor compares their live categories with these counts
+        found = {c: category_stats(clean.column(c)) for c in categorical}
+        reference = reference.model_copy(update={"features": {**reference.features, **found}})
+    return reference
 
 
 def _is_scalar(data_type: pa.DataType) -> bool:

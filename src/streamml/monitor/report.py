@@ -43,8 +43,9 @@ def window_drift(window: Window, features: list[str], card_of: CardOf) -> dict[i
             continue
         live = {name: rows.column(f"FEATURE_{i}") for i, name in enumerate(features)}
         per_feature = feature_drift(reference, live)
-        score_name = card.output.score_output if card is not None else None
-        score_name = score_name if score_name in reference.outputs else None
+        # the reference holds the anomaly score as PREDICT returns it; a classifier's probability output is
+        # that of the predicted class, not the positive one the monitor scores, so it is not compared
+        score_name = "score" if "score" in reference.outputs else None
         score = None
         if score_name is not None:
             score = output_drift(reference, {score_name: rows.column("SCORE")}).get(score_name)
