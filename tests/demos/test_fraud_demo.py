@@ -19,6 +19,7 @@ def test_demo_command_runs_the_whole_loop(cli: Callable[..., subprocess.Complete
     proc = cli("demo", "fraud", "--history", "6000", "--live-seconds", "4", "--rate", "500", "--fraud-rate", "0.02", "-o", str(out),
                env={"STREAMML_HOME": str(tmp_path / "home")}, timeout=300)  # fmt: skip
     assert "done in" in proc.stdout, proc.stdout + proc.stderr
+    assert re.search(r"dashboard: http://127\.0\.0\.1:\d+/", proc.stdout), proc.stdout
     report = (out / "report.md").read_text()
     assert "| autoencoder | fraud:" in report and "| gbdt | fraud-gbdt:" in report
     lines = report.splitlines()

@@ -132,3 +132,14 @@ def test_durations_and_definitions_are_checked() -> None:
         MonitorSpec(name="bad name", model="m", predictions="p", labels="l", key="k", label="y")
     with pytest.raises(InputError):
         LabelJoin(0, 1)
+
+
+def test_a_window_waits_for_the_slowest_partition() -> None:
+    """A label read far ahead on one partition must not settle windows another partition still has labels for."""
+    join = LabelJoin(W, WITHIN)
+    join.add_predictions(predictions(np.array([1000, 500_000]), keys=np.array([1, 2])))
+    join.add_labels(labels(np.array([2]), np.array([500_000]), ["1"]))  # partition A: far ahead
+    assert join.settle(predictions_mark=500_000, labels_mark=1000) == []  # partition B is still at 1 s
+    join.add_labels(labels(np.array([1]), np.array([31_000]), ["1"]))  # partition B's label arrives
+    (window,) = join.settle(predictions_mark=500_000, labels_mark=500_000)[:1]
+    assert window.rows.column("LABEL").to_pylist() == ["1"]

@@ -31,6 +31,7 @@ from streamml.formats import get_format
 from streamml.ingest.transactions import stream_transactions, transaction_chunks
 from streamml.kafka import Admin, BatchConsumer, LocalBroker, Producer, client_config
 from streamml.models.registry import ModelVersion, Registry
+from streamml.monitor.dashboard import Dashboard
 from streamml.runtime.control import publish_events
 from streamml.runtime.options import RuntimeOptions
 from streamml.runtime.runner import Runner
@@ -78,6 +79,8 @@ class DemoConfig:
     service_id: str = "fraud-demo"
     #: from half the live phase on, live amounts are multiplied by this (the drift the monitor must see)
     drift_factor: float = 4.0
+    #: the live web page of the monitor (0: a free port; None: none)
+    dashboard_port: int | None = 0
 
     # the monitor's timing follows the live phase: 8 windows, labels one window late, joined within three
     @property
@@ -142,6 +145,7 @@ class FraudDemo:
         self.timings: dict[str, float] = {}
         self.live: LiveStats | None = None
         self.monitor: DemoMonitor | None = None
+        self.dashboard: Dashboard | None = None
 
     # -- 1. cluster and history ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -256,6 +260,10 @@ class FraudDemo:
                                           psi=0.2).start()  # fmt: skip
         self.say(f"monitor fraud: {SCORES} joined with {LABELS} (labels {c.label_delay_s:g} s late) "
                  f"per {c.monitor_window_s:g} s window, within {c.monitor_within_s:g} s")  # fmt: skip
+        if c.dashboard_port is not None:
+            self.dashboard = Dashboard(self.settings, port=c.dashboard_port, metrics_topic=MONITOR_METRICS,
+                                       alerts_topic=MONITOR_ALERTS).start()  # fmt: skip
+            self.say(f"dashboard: {self.dashboard.url}")
 
     # -- 5. live traffic ----------------------------------------------------------------------------------
     def run_live(
@@ -388,6 +396,8 @@ class FraudDemo:
         """Stop the queries (each commits and leaves its group); the broker keeps running."""
         if self.monitor is not None:
             self.monitor.stop()
+        if self.dashboard is not None:
+            self.dashboard.stop()
         self._runner_stop.set()
         if self._runner_thread is not None:
             self._runner_thread.join(60)

@@ -37,7 +37,8 @@ PREDICTION_COLUMNS = ("KEY", "VERSION", "PREDICTION", "SCORE", "TS")
 #: the columns every labels table has
 LABEL_COLUMNS = ("KEY", "LABEL", "TS")
 
-_NO_TIME = -(2**62)
+#: before any timestamp: the mark of a side that has read nothing yet
+NO_TIME = -(2**62)
 
 
 @dataclass(frozen=True)
@@ -61,12 +62,12 @@ class LabelJoin:
         self.window_ms, self.within_ms, self.grace_ms = int(window_ms), int(within_ms), int(grace_ms)
         self.predictions: pa.Table | None = None
         self.labels: pa.Table | None = None
-        self.predictions_watermark = _NO_TIME
-        self.labels_watermark = _NO_TIME
+        self.predictions_watermark = NO_TIME
+        self.labels_watermark = NO_TIME
         #: windows ending at or before this are complete (drift reported)
-        self.completed_until = _NO_TIME
+        self.completed_until = NO_TIME
         #: windows ending at or before this are settled (quality reported, rows dropped)
-        self.settled_until = _NO_TIME
+        self.settled_until = NO_TIME
         self.late_predictions = 0
         self.late_labels = 0
         self._added_predictions: list[pa.Table] = []
@@ -111,21 +112,35 @@ class LabelJoin:
         self._added_labels.append(table)
 
     # -- output ---------------------------------------------------------------------------------------------
-    def complete(self) -> list[Window]:
-        """Windows whose predictions are all in and were not returned before, oldest first (no labels)."""
-        until = self._floor(self.predictions_watermark - self.grace_ms)
+    def complete(self, predictions_mark: int | None = None) -> list[Window]:
+        """Windows whose predictions are all in and were not returned before, oldest first (no labels).
+
+        ``predictions_mark`` replaces the predictions watermark (the largest timestamp seen) where the caller
+        knows better: with several partitions, the smallest of their own largest timestamps.
+        """
+        mark = (
+            self.predictions_watermark
+            if predictions_mark is None
+            else min(predictions_mark, self.predictions_watermark)
+        )
+        until = self._floor(mark - self.grace_ms)
         windows = self._windows(self.completed_until, until)
         self.completed_until = max(self.completed_until, until)
         return windows
 
-    def settle(self, labels_idle: bool = False) -> list[Window]:
+    def settle(
+        self, labels_idle: bool = False, predictions_mark: int | None = None, labels_mark: int | None = None
+    ) -> list[Window]:
         """Windows that can get no more labels, joined with them (``LABEL``), oldest first; they leave memory.
 
         ``labels_idle``: the labels reader stands at the end of its topic, so no label older than the
-        predictions watermark is on its way.
+        predictions watermark is on its way. The marks replace the watermarks as in :meth:`complete`.
         """
-        labels_mark = max(self.labels_watermark, self.predictions_watermark) if labels_idle else self.labels_watermark
-        horizon = min(self.predictions_watermark - self.grace_ms, labels_mark - self.within_ms - self.grace_ms)
+        predictions = self.predictions_watermark
+        predictions = predictions if predictions_mark is None else min(predictions_mark, predictions)
+        labels = self.labels_watermark if labels_mark is None else min(labels_mark, self.labels_watermark)
+        labels = max(labels, predictions) if labels_idle else labels
+        horizon = min(predictions - self.grace_ms, labels - self.within_ms - self.grace_ms)
         until = self._floor(horizon)
         if until <= self.settled_until:
             return []

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import orjson
 import pyarrow as pa
 from pyarrow import ipc
@@ -36,7 +37,7 @@ from streamml.models.card import ModelCard
 from streamml.models.registry import Registry
 from streamml.monitor.alerts import Alert, Alerter
 from streamml.monitor.health import QueryHealth
-from streamml.monitor.labeljoin import LabelJoin, Window
+from streamml.monitor.labeljoin import NO_TIME, LabelJoin, Window
 from streamml.monitor.report import window_drift, window_metrics
 from streamml.monitor.spec import MonitorInputs, MonitorSpec, plan_inputs
 from streamml.runtime.codec import SourceCodec
@@ -114,6 +115,8 @@ class MonitorWorker:
         self._pending: dict[tuple[str, int], int] = {}
         self._opened = 0.0
         self._assigned = threading.Event()
+        #: (topic, partition) -> the largest record timestamp read from it
+        self._seen: dict[tuple[str, int], int] = {}
 
     # -- cards ----------------------------------------------------------------------------------------------
     def _latest_card(self) -> ModelCard | None:
@@ -178,7 +181,9 @@ class MonitorWorker:
             self._pending.update(batch.next_offsets())
             self.stats.records_in += len(batch)
         if len(batch) or self.join.rows:
-            self._publish(self.join.complete(), self.join.settle(self._labels_idle(batch)))
+            predictions, _ = self._mark(self.inputs.predictions_source.topic)
+            labels, labels_idle = self._mark(self.inputs.labels_source.topic)
+            self._publish(self.join.complete(predictions), self.join.settle(labels_idle, predictions, labels))
         if self.producer.in_transaction and (not len(batch) or time.monotonic() - self._opened >= COMMIT_INTERVAL_S):
             self.commit()
         return len(batch)
@@ -191,6 +196,13 @@ class MonitorWorker:
 
     def _absorb(self, batch: RecordBatch) -> None:
         topics = batch.topics
+        names = np.asarray(topics, dtype=object)
+        for topic in self.codecs:  # the largest timestamp read per partition: the event-time marks
+            mine = names == topic
+            for partition in np.unique(batch.partitions[mine]):
+                latest = int(batch.timestamps[mine & (batch.partitions == partition)].max())
+                key = (topic, int(partition))
+                self._seen[key] = max(self._seen.get(key, latest), latest)
         for topic, codec in self.codecs.items():
             rows = [i for i, t in enumerate(topics) if t == topic]
             if not rows:
@@ -208,20 +220,26 @@ class MonitorWorker:
             if topic == self.inputs.labels_source.topic:
                 self.join.add_labels(result.table)
 
-    def _labels_idle(self, batch: RecordBatch) -> bool:
-        """Whether the labels reader stands at the end of every labels partition it has."""
+    def _mark(self, topic: str) -> tuple[int | None, bool]:
+        """How far ``topic`` has been read in event time, and whether the reader stands at its end.
+
+        Records are ordered only within a partition: the mark is the smallest, over the partitions not read
+        to their end, of the largest timestamp read from each (NO_TIME while one of them has given nothing yet).
+        A partition read to its end holds nothing back; when all are, the topic is idle (and the mark None:
+        no limit beyond what was read).
+        """
         assert self.consumer is not None
-        topic = self.inputs.labels_source.topic
-        if topic in batch.topics:
-            return False
-        positions = [tp for tp in self.consumer.positions() if tp.topic == topic]
-        if not positions:
-            return False
-        for tp in positions:
-            _, high = self.consumer.raw.get_watermark_offsets(tp, cached=True)
-            if high < 0 or tp.offset < high:
-                return False
-        return True
+        marks: list[int] = []
+        for tp in self.consumer.positions():
+            if tp.topic != topic:
+                continue
+            low, high = self.consumer.raw.get_watermark_offsets(tp, cached=True)
+            if high >= 0 and (low == high or tp.offset >= high):
+                continue  # read to its end, or empty
+            marks.append(self._seen.get((topic, tp.partition), NO_TIME))
+        if not marks:
+            return None, True
+        return min(marks), False
 
     def _publish(self, complete: list[Window], settled: list[Window]) -> None:
         """Drift (and its alerts) of complete windows; metrics (quality, and the scoring queries' latency and
