@@ -66,7 +66,7 @@ def test_a_label_matches_within_reach_only_and_the_latest_wins() -> None:
     join.add_predictions(predictions(np.array([500_000]), keys=np.array([9])))
     (window,) = join.settle(labels_idle=True)
     assert dict(zip(window.rows.column("KEY").to_pylist(), window.rows.column("LABEL").to_pylist(), strict=True)) == {
-        "1": "1", "2": None, "3": "1"}  # fmt: skip
+        1: "1", 2: None, 3: "1"}  # fmt: skip
 
 
 def test_late_rows_are_counted_and_dropped() -> None:

@@ -72,6 +72,7 @@ class LabelJoin:
         self.late_labels = 0
         self._added_predictions: list[pa.Table] = []
         self._added_labels: list[pa.Table] = []
+        self._con: Any = None  # DuckDB, for the joins (opened on first use)
 
     # -- input ----------------------------------------------------------------------------------------------
     def add_predictions(self, table: pa.Table) -> None:
@@ -79,7 +80,7 @@ class LabelJoin:
         _require(table, PREDICTION_COLUMNS, "predictions")
         if table.num_rows == 0:
             return
-        table = table.set_column(0, "KEY", pc.cast(table.column("KEY"), pa.string()))
+        table = table.set_column(0, "KEY", _key(table.column("KEY")))
         ts = table.column("TS").to_numpy(zero_copy_only=False).astype(np.int64)
         late = self._window_end(ts) <= self.settled_until
         if late.any():
@@ -98,7 +99,7 @@ class LabelJoin:
         if table.num_rows == 0:
             return
         table = table.select(list(LABEL_COLUMNS))
-        table = table.set_column(0, "KEY", pc.cast(table.column("KEY"), pa.string()))
+        table = table.set_column(0, "KEY", _key(table.column("KEY")))
         ts = table.column("TS").to_numpy(zero_copy_only=False).astype(np.int64)
         late = ts + self.within_ms < self.settled_until
         if late.any():
@@ -144,7 +145,12 @@ class LabelJoin:
         until = self._floor(horizon)
         if until <= self.settled_until:
             return []
-        windows = [Window(w.start_ms, w.end_ms, self._join(w.rows)) for w in self._windows(self.settled_until, until)]
+        windows = self._windows(self.settled_until, until)
+        if windows:  # one join for every window settling now
+            joined = self._join(pa.concat_tables([w.rows for w in windows]))
+            offsets = np.cumsum([0] + [w.rows.num_rows for w in windows])
+            windows = [Window(w.start_ms, w.end_ms, joined.slice(int(o), w.rows.num_rows))
+                       for w, o in zip(windows, offsets, strict=False)]  # fmt: skip
         self.settled_until = until
         self.completed_until = max(self.completed_until, until)
         if self.predictions is not None:
@@ -227,18 +233,29 @@ class LabelJoin:
         label_type = self.labels.schema.field("LABEL").type if self.labels is not None else pa.null()
         if self.labels is None or self.labels.num_rows == 0:
             return rows.append_column("LABEL", pa.nulls(rows.num_rows, label_type))
-        keys = pa.table({"ROW": pa.array(np.arange(rows.num_rows)), "KEY": rows.column("KEY"), "TS": rows.column("TS")})
-        labels = self.labels.append_column("SEQ", pa.array(np.arange(self.labels.num_rows)))
-        con = duckdb.connect()
+        left, right = rows.column("KEY"), self.labels.column("KEY")
+        if left.type != right.type:  # integers on one side only: compare as text
+            left, right = pc.cast(left, pa.string()), pc.cast(right, pa.string())
+        keys = pa.table({"ROW": pa.array(np.arange(rows.num_rows)), "KEY": left, "TS": rows.column("TS")})
+        # the latest label wins: rank them by (timestamp, arrival), one integer DuckDB can take the max of
+        label_ts = self.labels.column("TS").to_numpy(zero_copy_only=False).astype(np.int64)
+        rank = np.empty(len(label_ts), dtype=np.int64)
+        rank[np.argsort(label_ts, kind="stable")] = np.arange(len(label_ts))
+        labels = pa.table({"KEY": right, "LABEL": self.labels.column("LABEL"), "TS": self.labels.column("TS"),
+                           "RANK": pa.array(rank)})  # fmt: skip
+        if self._con is None:
+            self._con = duckdb.connect()
+        con = self._con
+        con.register("p", keys)
+        con.register("l", labels)
         try:
-            con.register("p", keys)
-            con.register("l", labels)
             matched = con.sql(
-                "SELECT p.ROW, arg_max(l.LABEL, (l.TS, l.SEQ)) AS LABEL FROM p JOIN l ON p.KEY = l.KEY "
+                "SELECT p.ROW, arg_max(l.LABEL, l.RANK) AS LABEL FROM p JOIN l ON p.KEY = l.KEY "
                 f"AND abs(l.TS - p.TS) <= {self.within_ms:d} GROUP BY p.ROW"
             ).to_arrow_table()
         finally:
-            con.close()
+            con.unregister("p")
+            con.unregister("l")
         positions = matched.column("ROW").to_numpy(zero_copy_only=False).astype(np.int64)
         index = np.full(rows.num_rows, -1, dtype=np.int64)
         index[positions] = np.arange(len(positions))
@@ -250,6 +267,11 @@ def _require(table: pa.Table, columns: tuple[str, ...], what: str) -> None:
     missing = [c for c in columns if c not in table.column_names]
     if missing:
         raise InputError(f"{what} need the columns {', '.join(columns)}; missing {', '.join(missing)}")
+
+
+def _key(values: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
+    """Join keys: integers as BIGINT (the fast join), anything else as text."""
+    return pc.cast(values, pa.int64() if pa.types.is_integer(values.type) else pa.string())
 
 
 def _append(held: pa.Table | None, table: pa.Table) -> pa.Table:
