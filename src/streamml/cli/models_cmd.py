@@ -73,7 +73,7 @@ def list_(ctx: typer.Context) -> None:
 
 @app.command()
 def show(ctx: typer.Context, ref: str = typer.Argument(..., help="NAME, NAME:VERSION or NAME@ALIAS.")) -> None:
-    """Metrics, lineage, output type and plot paths of a version."""
+    """Metrics, lineage, output type and plot paths of a version; the model's retraining history."""
     version = registry(ctx).get(ref)
     card = version.card
     out.print(f"[bold]{version.ref}[/]  aliases: {', '.join(version.aliases) or '-'}")
@@ -104,6 +104,24 @@ def show(ctx: typer.Context, ref: str = typer.Argument(..., help="NAME, NAME:VER
         out.print("[bold]plots[/]")
         for path in version.plot_uris:
             out.print(f"  {path}", markup=False)
+    _print_retraining(registry(ctx).history(version.name))
+
+
+def _print_retraining(events: list[ModelEvent]) -> None:
+    """The retraining steps of every version (candidate, shadow, promote/reject): time, reason, both metrics."""
+    from streamml.models.events import RETRAINING_ACTIONS
+
+    steps = [e for e in events if e.action in RETRAINING_ACTIONS or (e.action == "promote" and e.reason)]
+    if not steps:
+        return
+    out.print("[bold]retraining[/]")
+    table = Table("version", "step", "time", "metric", "candidate", "in force", "reason")
+    for e in steps:
+        d = e.detail or {}
+        number = lambda v: f"{v:.4f}" if isinstance(v, int | float) else "-"  # noqa: E731
+        table.add_row(str(e.version), e.action, e.timestamp.isoformat(timespec="seconds"), str(d.get("metric", "-")),
+                      number(d.get("candidate")), number(d.get("current")), e.reason or "-")  # fmt: skip
+    out.print(table)
 
 
 @app.command()

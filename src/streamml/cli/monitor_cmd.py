@@ -129,3 +129,49 @@ def stop(ctx: typer.Context, name: str = typer.Argument(..., help="Monitor name.
         raise InputError(f"no monitor named {name!r}", hint="streamml monitor list")
     publish_monitor(settings, None, name)
     err.print(f"[green]monitor {name} removed[/]")
+
+
+# -- retraining policy ------------------------------------------------------------------------------------
+
+
+@app.command("policy")
+def policy(
+    ctx: typer.Context,
+    model: str = typer.Argument(..., help="The model to retrain."),
+    retrain_on: str = typer.Option(..., "--retrain-on", help="drift, accuracy or schedule."),
+    monitor: str | None = typer.Option(None, "--monitor", help="The live monitor (default: the model's name)."),
+    every: str | None = typer.Option(None, "--every", help="With schedule: how often, e.g. '1 HOUR'."),
+    source: str | None = typer.Option(None, "--source", help="Training stream (default: the card's lineage)."),
+    sql: str | None = typer.Option(None, "--sql", help="Training SQL (default: the card's lineage)."),
+    label: str | None = typer.Option(None, "--label", help="Label column (default: the card's)."),
+    recipe: str | None = typer.Option(None, "--recipe", help="Recipe (default: the card's)."),
+    window: str | None = typer.Option(None, "--train-window", help="Train on the last ..., e.g. '1 DAY'."),
+    metric: str = typer.Option("f1", "--metric", help="f1, pr_auc, roc_auc, accuracy or recall."),
+    margin: float = typer.Option(0.01, "--margin", min=0.0, help="How much better the candidate must be."),
+    min_windows: int = typer.Option(3, "--min-windows", min=1, help="Windows of shadow evaluation needed."),
+    min_labelled: int = typer.Option(200, "--min-labelled", min=0, help="Labelled rows of shadow evaluation needed."),
+    cooldown: str = typer.Option("1 HOUR", "--cooldown", help="Time between retrainings."),
+) -> None:
+    """Retrain MODEL when its monitor says so, score the candidate in shadow, promote it only if better."""
+    from streamml.monitor.policy import RetrainingLoop, RetrainPolicy
+    from streamml.monitor.spec import parse_duration
+
+    if retrain_on not in ("drift", "accuracy", "schedule"):
+        raise InputError(f"unknown trigger {retrain_on!r}", hint="--retrain-on drift, accuracy or schedule")
+    if metric not in ("f1", "pr_auc", "roc_auc", "accuracy", "recall"):
+        raise InputError(f"unknown metric {metric!r}", hint="f1, pr_auc, roc_auc, accuracy or recall")
+    spec = RetrainPolicy.model_validate({
+        "model": model, "monitor": monitor or model, "trigger": retrain_on, "source": source, "sql": sql,
+        "label": label, "recipe": recipe, "metric": metric, "margin": margin, "min_windows": min_windows,
+        "min_labelled": min_labelled, "cooldown_s": parse_duration(cooldown) / 1000,
+        "every_s": parse_duration(every) / 1000 if every else None,
+        "train_window_s": parse_duration(window) / 1000 if window else None,
+    })  # fmt: skip
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    loop = RetrainingLoop(state(ctx).settings, spec, on_event=lambda e: out.print(f"{e.action} {e.key}: {e.reason}",
+                                                                                  markup=False))  # fmt: skip
+    err.print(f"retraining {model} on {retrain_on}; shadow monitors run here; Ctrl-C stops")
+    loop.run(stop)
+    err.print("stopped")

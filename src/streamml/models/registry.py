@@ -320,8 +320,17 @@ class Registry:
         return card
 
     # -- aliases -------------------------------------------------------------------------------------
-    def set_alias(self, name: str, alias: str, version: int, *, action: EventAction = "set_alias") -> ModelEvent:
-        """Point ``alias`` at ``version``; returns the event to publish."""
+    def set_alias(
+        self,
+        name: str,
+        alias: str,
+        version: int,
+        *,
+        action: EventAction = "set_alias",
+        reason: str | None = None,
+        detail: Mapping[str, Any] | None = None,
+    ) -> ModelEvent:
+        """Point ``alias`` at ``version``; returns the event to publish (with ``reason``/``detail``, if given)."""
         if not _NAME.match(alias) or alias == "latest":
             raise RegistryError(f"invalid alias '{alias}'", hint="letters, digits, '_', '.', '-'; not 'latest'")
         with self._lock(name):
@@ -329,7 +338,8 @@ class Registry:
             if not manifest.has(version):
                 raise RegistryError(f"model '{name}' has no version {version}")
             previous = manifest.aliases.get(alias)
-            event = ModelEvent(action=action, model=name, version=version, alias=alias, previous_version=previous)
+            event = ModelEvent(action=action, model=name, version=version, alias=alias, previous_version=previous,
+                               reason=reason, detail=dict(detail) if detail is not None else None)  # fmt: skip
             if previous != version:
                 manifest.aliases[alias] = version
                 manifest.alias_history.setdefault(alias, []).append(version)
@@ -338,9 +348,29 @@ class Registry:
         logger.info("%s: %s@%s -> %d (was %s)", action, name, alias, version, previous)
         return event
 
-    def promote(self, name: str, version: int, alias: str = DEFAULT_ALIAS) -> ModelEvent:
+    def promote(
+        self,
+        name: str,
+        version: int,
+        alias: str = DEFAULT_ALIAS,
+        *,
+        reason: str | None = None,
+        detail: Mapping[str, Any] | None = None,
+    ) -> ModelEvent:
         """Make ``version`` the ``alias`` (``production`` by default) version of ``name``."""
-        return self.set_alias(name, alias, version, action="promote")
+        return self.set_alias(name, alias, version, action="promote", reason=reason, detail=detail)
+
+    def annotate(self, name: str, event: ModelEvent) -> ModelEvent:
+        """Record ``event`` (a step that moves no alias, such as a retraining step) in ``name``'s history."""
+        if event.model != name or event.alias is not None:
+            raise RegistryError(f"an annotation of '{name}' must be an event of that model that moves no alias")
+        with self._lock(name):
+            manifest = self.manifest(name)
+            if event.version is not None and not manifest.has(event.version):
+                raise RegistryError(f"model '{name}' has no version {event.version}")
+            manifest.events.append(event)
+            self._commit(manifest)
+        return event
 
     def rollback(self, name: str, alias: str = DEFAULT_ALIAS) -> ModelEvent:
         """Point ``alias`` back at the version it named before the current one (repeatable)."""
