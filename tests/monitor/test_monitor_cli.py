@@ -51,3 +51,34 @@ def test_health_takes_the_worst_live_worker_and_skips_stale_ones() -> None:
     assert health["latency_p99_ms"] == 30.0 and health["latency_p50_ms"] == 5.0
     assert health["records_in"] == 150 and health["dead_letters"] == 4
     assert health_of([], {"CSAS_SCORES_1"}) == pytest.approx({"records_in": 0.0, "dead_letters": 0.0})
+
+
+def test_a_running_monitor_is_listed_by_show_queries(kafka_settings, unique) -> None:  # type: ignore[no-untyped-def]
+    import threading
+
+    from streamml.monitor.spec import MonitorSpec, publish_monitor
+    from streamml.monitor.supervisor import MonitorSupervisor
+    from streamml.runtime.session import Session, wait_for
+
+    settings = kafka_settings.model_copy(update={"service_id": unique("svc")})
+    session = Session(settings)
+    session.execute(f"CREATE STREAM s (ID BIGINT, P STRUCT<SCORE DOUBLE, IS_ANOMALY BOOLEAN, MODEL VARCHAR, VERSION INTEGER>) "
+                    f"WITH (KAFKA_TOPIC='{unique('s')}', VALUE_FORMAT='JSON', PARTITIONS=1);"
+                    f"CREATE STREAM l (ID BIGINT, Y VARCHAR) WITH (KAFKA_TOPIC='{unique('l')}', VALUE_FORMAT='JSON', PARTITIONS=1);")  # fmt: skip
+    publish_monitor(settings, MonitorSpec(name="watch-s", model="m", predictions="s", labels="l", key="ID", label="Y",
+                                          prediction="P->IS_ANOMALY", score="P->SCORE", version="P->VERSION"))  # fmt: skip
+    supervisor, stop = MonitorSupervisor(settings, refresh_s=0.5), threading.Event()
+    thread = threading.Thread(target=supervisor.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        shown: list[str] = [""]
+
+        def listed() -> bool:
+            shown[0] = session.execute("SHOW QUERIES;")[0].message
+            return "MONITOR_WATCH_S | RUNNING on" in shown[0]
+
+        assert wait_for(listed, 60, interval_s=1.0), shown[0]
+        assert "s JOIN l ON ID WITHIN 3600000 MS" in shown[0]
+    finally:
+        stop.set()
+        thread.join(60)

@@ -19,6 +19,7 @@ from streamml.config import Settings
 from streamml.monitor.alerts import Alert
 from streamml.monitor.spec import MonitorSpec, read_monitors
 from streamml.monitor.worker import MonitorWorker
+from streamml.runtime.observe import StatusPublisher
 from streamml.runtime.session import Session
 
 log = logging.getLogger(__name__)
@@ -46,11 +47,16 @@ class MonitorSupervisor:
     only: Iterable[str] | None = None
     refresh_s: float = 2.0
     on_alert: Callable[[Alert], None] | None = None
+    #: publish the monitors' status for ``SHOW QUERIES`` and ``streamml status``
+    publish_status: bool = True
     _running: dict[str, _Running] = field(default_factory=dict, init=False)
     _stopped: threading.Event = field(default_factory=threading.Event, init=False)
 
     def run(self, stop: threading.Event | None = None, metrics_port: int | None = None) -> None:
         stop = stop or self._stopped
+        publisher = (
+            StatusPublisher(self.settings, self.snapshot, role="monitors").start() if self.publish_status else None
+        )
         if metrics_port is not None:
             registry = CollectorRegistry()
             registry.register(_Collector(self))
@@ -61,6 +67,8 @@ class MonitorSupervisor:
                 stop.wait(self.refresh_s)
         finally:
             self.shutdown()
+            if publisher is not None:
+                publisher.stop()
 
     def sync(self) -> None:
         """Start defined monitors that do not run, stop removed or changed ones."""
@@ -99,6 +107,15 @@ class MonitorSupervisor:
                 failures += 1
                 log.error("monitor %s failed (%s); restarting in %.0f s", running.spec.name, exc, delay)
                 running.stop.wait(delay)
+
+    def snapshot(self) -> dict[str, object]:
+        """The monitors' status, published next to the runners' (``SHOW QUERIES``, ``streamml status``)."""
+        queries = []
+        for running in list(self._running.values()):
+            if running.worker is not None:
+                state = "RUNNING" if running.error is None else "RESTARTING"
+                queries.append(running.worker.snapshot(state, running.error))
+        return {"queries": queries}
 
     def workers(self) -> dict[str, MonitorWorker]:
         return {name: r.worker for name, r in self._running.items() if r.worker is not None}

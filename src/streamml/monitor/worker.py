@@ -66,6 +66,8 @@ class MonitorStats:
     alerts: int = 0
     commits: int = 0
     restored_rows: int = 0
+    #: input records that could not be decoded (logged, not counted)
+    undecodable: int = 0
     last_metrics: dict[int, dict[str, Any]] = field(default_factory=dict)
     #: the latest metrics records published, oldest first
     history: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=1000))
@@ -115,8 +117,34 @@ class MonitorWorker:
         self._pending: dict[tuple[str, int], int] = {}
         self._opened = 0.0
         self._assigned = threading.Event()
+        self._started = time.monotonic()
         #: (topic, partition) -> the largest record timestamp read from it
         self._seen: dict[tuple[str, int], int] = {}
+
+    # -- status ---------------------------------------------------------------------------------------------
+    @property
+    def query_id(self) -> str:
+        """How ``SHOW QUERIES`` and ``streamml status`` name this monitor."""
+        return "MONITOR_" + self.spec.name.upper().replace("-", "_")
+
+    def describe(self) -> str:
+        """One line saying what the monitor joins, for ``SHOW QUERIES``."""
+        s = self.spec
+        return (f"MONITOR {s.name} ({s.role}) OF MODEL '{s.model}': {s.predictions} JOIN {s.labels} ON "
+                f"{s.key}{'' if s.label_key is None else ' = ' + s.label_key} WITHIN {s.within_ms} MS, "
+                f"WINDOW TUMBLING {s.window_ms} MS")  # fmt: skip
+
+    def snapshot(self, state: str = "RUNNING", error: str | None = None) -> dict[str, Any]:
+        """The worker's status record, shaped as a query's (see ``QueryMetrics.snapshot``)."""
+        elapsed = max(time.monotonic() - self._started, 1e-9)
+        latest = max(self.stats.last_metrics, default=None)
+        versions = {} if latest is None else {self.spec.model: f"{self.spec.model}:{latest}"}
+        return {
+            "query": self.query_id, "state": state, "error": error, "statement": self.describe(),
+            "sink": self.spec.metrics_topic, "records_in": self.stats.records_in, "records_out": self.stats.windows,
+            "dead_letters": self.stats.undecodable, "rate_in": round(self.stats.records_in / elapsed, 1),
+            "lag": {}, "model_versions": versions, "alerts": self.stats.alerts, "held_rows": self.join.rows,
+        }  # fmt: skip
 
     # -- cards ----------------------------------------------------------------------------------------------
     def _latest_card(self) -> ModelCard | None:
@@ -210,6 +238,7 @@ class MonitorWorker:
             part = batch.take(rows) if len(rows) < len(batch) else batch
             decoded = codec.decode(part)
             if decoded.failures:
+                self.stats.undecodable += len(decoded.failures)
                 log.warning("monitor %s: %d record(s) of %s could not be decoded; not counted", self.spec.name,
                             len(decoded.failures), topic)  # fmt: skip
             if decoded.table.num_rows == 0:

@@ -89,11 +89,12 @@ class StatusPublisher:
     """Publishes this worker's status every few seconds until stopped (a null record on a clean stop);
     :meth:`start` creates the status topic if it is missing."""
 
-    def __init__(self, settings: Settings, snapshot: Callable[[], dict[str, Any]]) -> None:
+    def __init__(self, settings: Settings, snapshot: Callable[[], dict[str, Any]], role: str | None = None) -> None:
         self.settings = settings
         self.config = client_config(settings)
         self.topic = status_topic(settings.service_id)
-        self.key = f"{settings.worker_id}/{os.getpid()}".encode()
+        # ``role`` tells apart two publishers of one process (a runner's queries, its monitors)
+        self.key = f"{settings.worker_id}/{os.getpid()}{'/' + role if role else ''}".encode()
         self.snapshot = snapshot
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="status", daemon=True)

@@ -141,13 +141,19 @@ class Session:
     def _queries_with_status(self) -> str:
         """``SHOW QUERIES`` with each query's state on the running workers, errors included."""
         states: dict[str, list[str]] = {}
+        others: dict[str, dict[str, Any]] = {}  # queries the catalog does not hold (monitors), as they report
         for worker in read_status(self.settings, timeout_s=5.0):
             for q in worker.get("queries", []):
                 states.setdefault(q["query"], []).append(query_state(worker, q))
+                if "statement" in q:
+                    others[q["query"]] = q
         lines = ["Query ID | Status | Sink | Statement"]
         for query_id, plan in self.engine.queries.items():
             status = "; ".join(states.get(query_id, [])) or "NOT RUNNING"
             lines.append(f"{query_id} | {status} | {plan.sink.name if plan.sink else '-'} | {plan.text}")
+        for query_id, q in sorted(others.items()):
+            if query_id not in self.engine.queries:
+                lines.append(f"{query_id} | {'; '.join(states[query_id])} | {q.get('sink', '-')} | {q['statement']}")
         for query_id, reason in self.unplanned.items():
             lines.append(
                 f"{query_id} | NOT PLANNED: {reason} | {_target(self._stored[query_id])} | {self._stored[query_id]}"
