@@ -28,7 +28,9 @@ def test_demo_command_runs_the_whole_loop(cli: Callable[..., subprocess.Complete
     assert re.search(r"latency .*: p50 [\d.]+ ms, p95 [\d.]+ ms, p99 [\d.]+ ms", report), report
     assert "live transactions scored: 2,000 of 2,000 produced" in report
     # the product's monitor joined the late labels: at least one settled window, with its plot
-    monitor = lines[lines.index("| window end | version | count | labelled | precision | recall | F1 | PR AUC | PSI max |") + 2:]
+    monitor = lines[
+        lines.index("| window end | version | count | labelled | precision | recall | F1 | PR AUC | PSI max |") + 2 :
+    ]
     rows = [line for line in monitor if line.startswith("| ")]
     assert rows and all(int(row.split(" | ")[3]) > 0 for row in rows), report  # labelled rows in every window
     assert (out / "monitor.png").exists()
