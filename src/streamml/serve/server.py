@@ -93,7 +93,7 @@ class ModelServer:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 self._loop.add_signal_handler(sig, self._stop.set)
         o = self.options
-        sock = _bind(o.host, o.http_port)
+        sock = listen(o.host, o.http_port)
         self.http_port = sock.getsockname()[1]
         grpc_server = self._grpc_server()
         self.grpc_port = _add_port(grpc_server, o.host, o.grpc_port)
@@ -195,7 +195,9 @@ class _Uvicorn(uvicorn.Server):
         yield
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def listen(host: str, port: int, *, option: str = "--http-port", backlog: int = 2048) -> socket.socket:
+    """A non-blocking listening TCP socket (IPv6 when ``host`` is); a port in use is an :class:`InputError`
+    naming the command-line ``option`` that chooses another."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -204,8 +206,8 @@ def _bind(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise InputError(f"cannot listen on {host}:{port} for HTTP: {exc.strerror}", hint="pick --http-port") from None
-    sock.listen(2048)
+        raise InputError(f"cannot listen on {host}:{port}: {exc.strerror}", hint=f"pick another {option}") from None
+    sock.listen(backlog)
     sock.setblocking(False)
     return sock
 

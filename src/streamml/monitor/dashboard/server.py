@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import threading
 from pathlib import Path
 
@@ -23,9 +22,10 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from streamml.config import Settings
-from streamml.errors import InputError, StreamMLError
+from streamml.errors import StreamMLError
 from streamml.monitor.dashboard.state import DashboardFeed, DashboardState
 from streamml.runtime.topics import MODELS_TOPIC, MONITOR_ALERTS_TOPIC, MONITOR_METRICS_TOPIC
+from streamml.serve.server import listen
 
 log = logging.getLogger(__name__)
 
@@ -57,20 +57,6 @@ def create_app(state: DashboardState) -> Starlette:
     )
 
 
-def _bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise InputError(f"cannot listen on {host}:{port}: {exc.strerror}", hint="pick another --port") from None
-    sock.listen(128)
-    sock.setblocking(False)
-    return sock
-
-
 class Dashboard:
     """The feed following the topics and the web server showing them, on ``host:port`` (0: a free port)."""
 
@@ -89,7 +75,7 @@ class Dashboard:
         self.feed = DashboardFeed(
             settings, self.state, metrics_topic=metrics_topic, alerts_topic=alerts_topic, control_topic=control_topic
         )
-        self._sock = _bind(host, port)
+        self._sock = listen(host, port, option="--port", backlog=128)
         self.port: int = self._sock.getsockname()[1]
         self._server = uvicorn.Server(
             uvicorn.Config(create_app(self.state), lifespan="off", log_config=None, access_log=False)
