@@ -1,8 +1,9 @@
 """Watching models in production: realised quality once labels arrive, drift against the reference
-statistics on the model card, and alerts with hysteresis.
+statistics on the model card, alerts with hysteresis, the retraining loop and the dashboard.
 
-Everything here is broker-free and vectorised; the persistent queries that join predictions with late
-labels call these functions once per model version and window and publish what they return.
+The numbers (:mod:`.quality`, :mod:`.drift`, :mod:`.alerts`) and the label join (:mod:`.labeljoin`) are
+broker-free and vectorised; :mod:`.worker` runs a monitor on Kafka exactly-once, :mod:`.supervisor` runs the
+deployment's monitors, :mod:`.policy` retrains and promotes through a shadow, :mod:`.dashboard` shows it all.
 """
 
 from streamml.monitor.alerts import (
