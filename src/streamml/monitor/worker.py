@@ -223,8 +223,7 @@ class MonitorWorker:
             self._opened = time.monotonic()
 
     def _absorb(self, batch: RecordBatch) -> None:
-        topics = batch.topics
-        names = np.asarray(topics, dtype=object)
+        names = np.asarray(batch.topics, dtype=object)
         for topic in self.codecs:  # the largest timestamp read per partition: the event-time marks
             mine = names == topic
             for partition in np.unique(batch.partitions[mine]):
@@ -232,8 +231,8 @@ class MonitorWorker:
                 key = (topic, int(partition))
                 self._seen[key] = max(self._seen.get(key, latest), latest)
         for topic, codec in self.codecs.items():
-            rows = [i for i, t in enumerate(topics) if t == topic]
-            if not rows:
+            rows = np.flatnonzero(names == topic)
+            if not len(rows):
                 continue
             part = batch.take(rows) if len(rows) < len(batch) else batch
             decoded = codec.decode(part)
