@@ -60,6 +60,7 @@ def _view(stats: LiveStats) -> Panel:
     table.add_row("F1 (monitor)", pct(q.get("f1")), "PR AUC (monitor)", pct(q.get("pr_auc")))
     parts: list[RenderableType] = [table]
     parts += [Text(message, style="yellow") for message in stats.monitor_alerts[-3:]]
+    parts += [Text(f"retraining: {step}", style="green") for step in stats.retraining[-3:]]
     return Panel(Group(*parts), title="live fraud scoring", border_style="cyan")
 
 

@@ -4,8 +4,11 @@
 2. preprocess them with the public demo's SQL (drop unlabelled records, mask the user, convert to AVRO);
 3. train the ``autoencoder`` recipe from the preprocessed stream, register and promote it; ``gbdt`` too;
 4. deploy ``PREDICT('fraud', ...)`` in a persistent query, with an alerts stream on top;
-5. stream live transactions and watch throughput, latency, alerts and rolling precision/recall;
-6. write a report with the training plots.
+5. stream live transactions and watch throughput, latency, alerts and the monitor's metrics from labels that
+   arrive late; halfway through, amounts drift, the monitor alerts, and the retraining policy trains a
+   candidate on the preprocessed records so far, scores it in shadow and promotes it if it is better
+   (traffic goes on until it has decided, and a little longer to show the version then in force);
+6. write a report with the training plots, the monitor's windows and the retraining steps.
 
 Every step is a method, so the notebook tells the same story one cell at a time.
 """
@@ -26,13 +29,15 @@ import pyarrow.compute as pc
 
 from streamml.config import Settings
 from streamml.demos.live import LiveCounters, copy_plots
-from streamml.demos.monitoring import DemoMonitor, LateLabels, drifting
+from streamml.demos.monitoring import DemoMonitor, DemoRetraining, LateLabels, drifting
 from streamml.formats import get_format
 from streamml.ingest.transactions import stream_transactions, transaction_chunks
 from streamml.kafka import Admin, BatchConsumer, LocalBroker, Producer, client_config
 from streamml.models.registry import ModelVersion, Registry
 from streamml.monitor.dashboard import Dashboard
+from streamml.monitor.policy import RetrainPolicy
 from streamml.runtime.control import publish_events
+from streamml.runtime.metrics import QueryMetrics
 from streamml.runtime.options import RuntimeOptions
 from streamml.runtime.runner import Runner
 from streamml.runtime.session import Session, wait_for
@@ -67,7 +72,7 @@ CREATE STREAM {ALERTS} WITH (KAFKA_TOPIC='{ALERTS}') AS SELECT * FROM {SCORES} W
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """Sizes of the demo; the defaults take under three minutes on a 2-core laptop."""
+    """Sizes of the demo; the defaults take about three minutes on a 2-core laptop."""
 
     history: int = 100_000
     fraud_rate: float = 0.002
@@ -81,6 +86,8 @@ class DemoConfig:
     drift_factor: float = 4.0
     #: the live web page of the monitor (0: a free port; None: none)
     dashboard_port: int | None = 0
+    #: run the retraining policy on the monitor's drift alert
+    retrain: bool = True
 
     # the monitor's timing follows the live phase: 8 windows, labels one window late, joined within three
     @property
@@ -99,6 +106,13 @@ class DemoConfig:
     def drift_after_s(self) -> float:
         return self.live_seconds / 2
 
+    # a candidate trains on every record of the training source so far (the drifted ones included: a short
+    # recent window would not cover the range of the ever-growing Time feature) and is judged on the windows
+    # after them; live traffic goes on past live_seconds while it is in shadow, for at most retrain_budget_s
+    @property
+    def retrain_budget_s(self) -> float:
+        return max(90.0, 2 * self.live_seconds)
+
 
 @dataclass
 class LiveStats(LiveCounters):
@@ -110,6 +124,8 @@ class LiveStats(LiveCounters):
     #: the monitor's metrics of its latest settled window, and its alerts so far
     quality: dict[str, Any] | None = None
     monitor_alerts: list[str] = field(default_factory=list)
+    #: the retraining steps so far
+    retraining: list[str] = field(default_factory=list)
     window: deque[tuple[int, int, int]] = field(default_factory=lambda: deque(maxlen=50), repr=False)
 
     @property
@@ -146,6 +162,9 @@ class FraudDemo:
         self.live: LiveStats | None = None
         self.monitor: DemoMonitor | None = None
         self.dashboard: Dashboard | None = None
+        self.retraining: DemoRetraining | None = None
+        #: the persistent query scoring live traffic with PREDICT
+        self.scoring_query: str | None = None
 
     # -- 1. cluster and history ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -160,7 +179,7 @@ class FraudDemo:
         self.admin = Admin(self.config_kafka)
         prefix = self.config.service_id
         stale = [t for t in self.admin.topic_names(include_internal=True)
-                 if t in TOPICS or t.startswith((prefix, f"_{prefix}"))]  # fmt: skip
+                 if t in TOPICS or t.startswith((prefix, f"_{prefix}", f"{SCORES}_shadow_v"))]  # fmt: skip
         for topic in stale:
             self.admin.delete_topic(topic, if_exists=True)
         self.admin.create_topic(SOURCE, partitions=3)
@@ -201,9 +220,12 @@ class FraudDemo:
     def _committed(self, topic: str) -> int:
         if not self.admin.exists(topic):
             return 0
-        metrics = {m.query_id: m for m in (self.runner.status() if self.runner else [])}
+        metrics = {m.query_id: m for m in self._status()}
         sink_queries = [q for q in metrics if topic.upper() in q]
         return sum(metrics[q].records_out for q in sink_queries)
+
+    def _status(self) -> list[QueryMetrics]:
+        return self.runner.status() if self.runner else []
 
     def _start_runner(self) -> None:
         if self.runner is not None:
@@ -241,13 +263,13 @@ class FraudDemo:
     def deploy(self, timeout_s: float = 120.0) -> None:
         """Start scoring; the history already in the source topic is scored first, then live traffic starts."""
         started = time.perf_counter()
-        for outcome in self.session.execute(SCORING_SQL):
+        outcomes = self.session.execute(SCORING_SQL)
+        for outcome in outcomes:
             self.say(f"sql: {outcome.message}")
+        self.scoring_query = outcomes[0].result.query_id
 
         def caught_up() -> bool:
-            scored = [
-                m.records_out for m in (self.runner.status() if self.runner else []) if SCORES.upper() in m.query_id
-            ]
+            scored = [m.records_out for m in self._status() if m.query_id == self.scoring_query]
             return bool(scored) and scored[0] >= self.config.history
 
         wait_for(caught_up, timeout_s, 0.2)
@@ -264,12 +286,22 @@ class FraudDemo:
             self.dashboard = Dashboard(self.settings, port=c.dashboard_port, metrics_topic=MONITOR_METRICS,
                                        alerts_topic=MONITOR_ALERTS).start()  # fmt: skip
             self.say(f"dashboard: {self.dashboard.url}")
+        if c.retrain:
+            policy = RetrainPolicy(model="fraud", monitor=self.monitor.spec.name, trigger="drift", metric="f1",
+                                   margin=0.02, min_windows=2,
+                                   min_labelled=200, cooldown_s=c.retrain_budget_s, max_shadow_s=c.retrain_budget_s,
+                                   seed=c.seed)  # fmt: skip
+            self.retraining = DemoRetraining(self.settings, policy).start()
+            self.say(f"retraining policy: on a drift alert, retrain from {PREPROCESSED}, shadow, promote if F1 is "
+                     f"better by {policy.margin:g} over {policy.min_windows} windows")  # fmt: skip
 
     # -- 5. live traffic ----------------------------------------------------------------------------------
     def run_live(
         self, on_stats: Callable[[LiveStats], None] | None = None, stop: threading.Event | None = None
     ) -> LiveStats:
         """Stream live transactions for ``live_seconds`` while scoring; refresh ``on_stats`` as results arrive.
+        Traffic goes on while a retraining the drift triggered is pending (see :meth:`_retraining_pending`),
+        for at most ``retrain_budget_s`` more.
 
         Latency is end to end as a consumer sees it: from a live transaction's timestamp to the moment its
         score is readable (committed) on the scores topic.
@@ -277,31 +309,38 @@ class FraudDemo:
         stop = stop or threading.Event()
         stats = LiveStats()
         self.live = stats
-        first_id = self.config.history
-        count = int(self.config.live_seconds * self.config.live_rate)
-        chunks = transaction_chunks(count, fraud_rate=max(self.config.fraud_rate, 0.005),
-                                    seed=self.config.seed + 1000, first_id=first_id,
-                                    chunk=max(100, int(self.config.live_rate / 4)))  # fmt: skip
+        c = self.config
+        first_id = c.history
+        budget = c.retrain_budget_s if self.retraining is not None else 0.0
+        chunks = transaction_chunks(int((c.live_seconds + budget) * c.live_rate), fraud_rate=max(c.fraud_rate, 0.005),
+                                    seed=c.seed + 1000, first_id=first_id,
+                                    chunk=max(100, int(c.live_rate / 4)))  # fmt: skip
         labels = LateLabels(self.settings, LABELS, self.config.label_delay_s).start()
         started = time.monotonic()
         chunks = drifting(chunks, "Amount", self.config.drift_factor,
                           lambda: time.monotonic() - started >= self.config.drift_after_s)  # fmt: skip
 
+        def streaming() -> bool:
+            elapsed = time.monotonic() - started
+            if stop.is_set() or elapsed >= c.live_seconds + budget:
+                return False
+            return elapsed < c.live_seconds or self._retraining_pending()
+
         def produce() -> None:
             with Producer(self.config_kafka) as producer:
                 counted = lambda n: setattr(stats, "produced", stats.produced + n)  # noqa: E731
-                live = _tap(_until(chunks, stop), labels.add)
+                live = _tap(_while(chunks, streaming), labels.add)
                 stream_transactions(producer, SOURCE, live, "DELIMITED", self.config.live_rate, counted)
 
         producer_thread = threading.Thread(target=produce, daemon=True)
         producer_thread.start()
         flags = pa.struct([("IS_ANOMALY", pa.bool_())])
         decoder = get_format("JSON", pa.schema([("ID", pa.int64()), ("CLASS", pa.string()), ("P", flags)]))
-        deadline = started + self.config.live_seconds + 30
+        deadline = started + c.live_seconds + budget + 30
         # from the beginning: nothing produced before the reader is assigned can be missed; history is filtered out
         with BatchConsumer(self.config_kafka, [SCORES], start="earliest") as reader:
             while not stop.is_set() and time.monotonic() < deadline:
-                if not producer_thread.is_alive() and stats.scored >= count:
+                if not producer_thread.is_alive() and stats.scored >= stats.produced:
                     break
                 batch = reader.poll_batch(20_000, 0.25)
                 if len(batch):
@@ -319,6 +358,16 @@ class FraudDemo:
         labels.stop()
         return stats
 
+    def _retraining_pending(self) -> bool:
+        """A drift alert has fired and the retraining it triggers has not decided yet, or decided so recently
+        that the monitor has not settled windows scored by the version in force since."""
+        r, m = self.retraining, self.monitor
+        if r is None or m is None:
+            return False
+        if r.decided_at is not None:
+            return time.monotonic() - r.decided_at < self.config.monitor_within_s + 2 * self.config.monitor_window_s
+        return m.drift_fired or bool(r.events)
+
     def _account(self, stats: LiveStats, table: pa.Table) -> None:
         label = pc.fill_null(pc.equal(table.column("CLASS"), "1"), False).to_numpy(zero_copy_only=False)
         labelled = table.column("CLASS").is_valid().to_numpy(zero_copy_only=False)
@@ -332,12 +381,14 @@ class FraudDemo:
 
     def _refresh(self, stats: LiveStats, started: float) -> None:
         stats.tick(time.monotonic() - started)
-        for m in self.runner.status() if self.runner else []:
-            if SCORES.upper() in m.query_id:
-                stats.model = ", ".join(m.model_versions.values()) or "-"
+        for m in self._status():
+            if m.query_id == self.scoring_query:
+                stats.model = ", ".join(sorted(set(m.model_versions.values()))) or "-"
         if self.monitor is not None:
             stats.quality = self.monitor.latest()
             stats.monitor_alerts = [a.message for a in self.monitor.alerts]
+        if self.retraining is not None:
+            stats.retraining = [f"{e.action} {e.model}:{e.version}: {e.reason}" for e in self.retraining.events]
 
     # -- 6. report ----------------------------------------------------------------------------------------
     def report(self) -> Path:
@@ -365,7 +416,9 @@ class FraudDemo:
                 s.latency_line("end-to-end latency (transaction timestamp to committed score)"),
                 f"- alerts: {s.alerts:,}; precision {_pct(s.tp, s.tp + s.fp)}, recall {_pct(s.tp, s.tp + s.fn)}",
             ]  # fmt: skip
+        retraining = self._retraining_section()
         lines += self._monitor_section(out)
+        lines += retraining
         lines += ["", "## Timings", "", *(f"- {k}: {v:.1f} s" for k, v in self.timings.items())]
         path = out / "report.md"
         path.write_text("\n".join(lines) + "\n")
@@ -378,7 +431,7 @@ class FraudDemo:
         m = self.monitor
         lines = ["", "## Monitoring", "",
                  f"Monitor `{m.spec.name}`: `{SCORES}` joined with the labels on `{LABELS}` (published "
-                 f"{self.config.label_delay_s:g} s late), per {m.spec.window_ms // 1000} s window; live amounts "
+                 f"{self.config.label_delay_s:g} s late), per {m.spec.window_ms / 1000:g} s window; live amounts "
                  f"x{self.config.drift_factor:g} from {self.config.drift_after_s:g} s on.", "",
                  "| window end | version | count | labelled | precision | recall | F1 | PR AUC | PSI max |",
                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
@@ -387,13 +440,30 @@ class FraudDemo:
             lines.append(f"| {w['window_end_ms']} | {w['version']} | {w['count']} | {w['labelled']} | "
                          + " | ".join(cells) + " |")  # fmt: skip
         lines += ["", "Alerts:", "", *(f"- {a.message}" for a in m.alerts)] if m.alerts else ["", "Alerts: none"]
-        plot = m.plot(out)
+        plot = m.plot(out, self.retraining.promotions if self.retraining is not None else None)
         if plot is not None:
             lines.append(f"\n![monitor]({plot.name})")
         return lines
 
+    def _retraining_section(self) -> list[str]:
+        if self.retraining is None:
+            return []
+        self.retraining.stop()
+        p = self.retraining.policy
+        window = "every record" if p.train_window_s is None else f"the last {p.train_window_s:g} s"
+        lines = ["", "## Retraining", "",
+                 f"Policy: on a `{p.alert_rule}` alert, train `{p.model}` on {window} of its training source, score "
+                 f"it in shadow, promote if its {p.metric} beats the version in force by "
+                 f"{p.margin:g} over at least {p.min_windows} windows and {p.min_labelled} labelled rows.",
+                 ""]  # fmt: skip
+        events = self.retraining.events
+        lines += [f"- {e.action} {e.model}:{e.version}: {e.reason}" for e in events] or ["- not triggered"]
+        return lines
+
     def close(self) -> None:
         """Stop the queries (each commits and leaves its group); the broker keeps running."""
+        if self.retraining is not None:
+            self.retraining.stop()
         if self.monitor is not None:
             self.monitor.stop()
         if self.dashboard is not None:
@@ -417,8 +487,8 @@ def _tap(chunks, sink: Callable[[pa.Table], None]):  # type: ignore[no-untyped-d
         yield chunk
 
 
-def _until(chunks, stop: threading.Event):  # type: ignore[no-untyped-def]
+def _while(chunks, going: Callable[[], bool]):  # type: ignore[no-untyped-def]
     for chunk in chunks:
-        if stop.is_set():
+        if not going():
             return
         yield chunk

@@ -4,11 +4,16 @@ the live traffic, and the product's monitor watching the scores.
 :class:`LateLabels` publishes each live transaction's label ``delay_s`` after the transaction itself (as a
 chargeback would come), :func:`drifting` shifts one feature of the live traffic from a given moment on, and
 :class:`DemoMonitor` defines the monitor, runs it, and keeps what the live view and the report show: the
-metrics of every settled window and the alerts.
+metrics of every settled window and the alerts. :class:`DemoRetraining` runs the product's retraining
+policy on that monitor: a drift alert trains a candidate on the recent records, scores it in shadow and
+promotes it only if it beats the version in force on the same labelled windows.
 """
 
 from __future__ import annotations
 
+import pickle
+import subprocess
+import sys
 import threading
 import time
 from collections import deque
@@ -23,9 +28,13 @@ import pyarrow.compute as pc
 from streamml.config import Settings
 from streamml.formats import get_format
 from streamml.kafka import Producer, client_config
-from streamml.monitor.alerts import Alert, default_rules
+from streamml.models.events import RETRAINING_ACTIONS, ModelEvent
+from streamml.monitor.alerts import Alert, AlertState, default_rules
+from streamml.monitor.drift import METRIC_PSI_MAX
+from streamml.monitor.policy import RetrainingLoop, RetrainPolicy
 from streamml.monitor.spec import MonitorSpec, publish_monitor
 from streamml.monitor.supervisor import MonitorSupervisor
+from streamml.runtime.control import follow_control
 from streamml.runtime.session import Session, wait_for
 
 
@@ -140,8 +149,13 @@ class DemoMonitor:
         if self._thread is not None:
             self._thread.join(60)
 
-    def plot(self, out: Path) -> Path | None:
-        """F1, PR AUC and the largest feature PSI per window, alerts marked; None without windows."""
+    @property
+    def drift_fired(self) -> bool:
+        return any(a.state is AlertState.FIRING and a.rule == METRIC_PSI_MAX for a in self.alerts)
+
+    def plot(self, out: Path, promotions: list[ModelEvent] | None = None) -> Path | None:
+        """F1, PR AUC and the largest feature PSI per window and version, drift alerts and ``promotions``
+        marked; None without windows."""
         if not self.windows:
             return None
         import matplotlib
@@ -149,26 +163,101 @@ class DemoMonitor:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        start = self.windows[0]["window_start_ms"]
-        x = [(w["window_end_ms"] - start) / 1000 for w in self.windows]
+        start = min(w["window_start_ms"] for w in self.windows)
+        versions = sorted({str(w["version"]) for w in self.windows}, key=lambda v: (len(v), v))
         fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 5), sharex=True)
-        for metric in ("f1", "pr_auc", "recall", "precision"):
-            top.plot(x, [w.get(metric) if w.get(metric) is not None else float("nan") for w in self.windows],
-                     marker="o", label=metric)  # fmt: skip
+        for i, version in enumerate(versions):
+            rows = [w for w in self.windows if str(w["version"]) == version]
+            x = [(w["window_end_ms"] - start) / 1000 for w in rows]
+            style = "-" if i == len(versions) - 1 else "--"
+            for metric, color in (("f1", "tab:blue"), ("pr_auc", "tab:orange")):
+                y = [w[metric] if w.get(metric) is not None else float("nan") for w in rows]
+                top.plot(x, y, style, marker="o", markersize=3, color=color, label=f"{metric} v{version}")
+            bottom.plot(x, [w.get("drift_psi_max") or 0.0 for w in rows], style, marker="o", markersize=3,
+                        color="tab:red", label=f"v{version}")  # fmt: skip
+        for event in promotions or []:
+            at = (event.timestamp.timestamp() * 1000 - start) / 1000
+            top.axvline(at, color="tab:green", linestyle=":", label=f"promoted v{event.version}")
         top.set_ylabel("per window")
         top.set_ylim(0, 1.05)
-        top.legend(loc="lower left")
-        bottom.plot(x, [w.get("drift_psi_max") or 0.0 for w in self.windows], marker="o", color="tab:red")
+        top.legend(loc="lower left", fontsize="small", ncol=2)
         bottom.axhline(self.spec.alert_rules()[0].threshold, color="grey", linestyle="--", label="alert threshold")
         for alert in self.alerts:
-            if alert.state.value == "FIRING":
+            if alert.state is AlertState.FIRING and alert.rule == METRIC_PSI_MAX:
                 bottom.axvline((alert.window_end_ms - start) / 1000, color="tab:orange", alpha=0.6)
         bottom.set_ylabel("largest feature PSI")
         bottom.set_xlabel("seconds (window end, event time)")
-        bottom.legend(loc="upper left")
-        fig.suptitle(f"monitor {self.spec.name}: labels joined late, per {self.spec.window_ms // 1000} s window")
+        bottom.legend(loc="upper left", fontsize="small")
+        fig.suptitle(f"monitor {self.spec.name}: labels joined late, per {self.spec.window_ms / 1000:g} s window")
         fig.tight_layout()
         path = out / "monitor.png"
         fig.savefig(path, dpi=100)
         plt.close(fig)
         return path
+
+
+class DemoRetraining:
+    """The retraining policy on a demo monitor, in a process of its own, as a deployment runs it beside its
+    runners (training shares no interpreter lock with the scoring threads). Its steps are read back from the
+    model control topic, where the loop publishes each of them. The process stops when its standard input
+    closes: on :meth:`stop`, or when this process ends."""
+
+    def __init__(self, settings: Settings, policy: RetrainPolicy) -> None:
+        self.settings, self.policy = settings, policy
+        self.events: list[ModelEvent] = []
+        #: when the first promotion or rejection was seen (monotonic clock)
+        self.decided_at: float | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._follower = follow_control(settings, self._seen)
+
+    def _seen(self, event: ModelEvent) -> None:
+        if event.model == self.policy.model and event.action in (*RETRAINING_ACTIONS, "promote"):
+            self.events.append(event)
+            if event.action in ("promote", "reject") and self.decided_at is None:
+                self.decided_at = time.monotonic()
+
+    def start(self) -> DemoRetraining:
+        self._process = subprocess.Popen([sys.executable, "-m", __name__], stdin=subprocess.PIPE)
+        assert self._process.stdin is not None
+        self._process.stdin.write(pickle.dumps((self.settings, self.policy.to_json())))
+        self._process.stdin.flush()
+        return self
+
+    @property
+    def promotions(self) -> list[ModelEvent]:
+        return [e for e in self.events if e.action == "promote"]
+
+    def stop(self, timeout_s: float = 120.0) -> None:
+        """Stop the loop; a candidate still in shadow is retired (its query and monitor end, the version stays)."""
+        process, self._process = self._process, None
+        if process is not None:
+            assert process.stdin is not None
+            process.stdin.close()
+            try:
+                process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        self._follower.stop()
+
+
+def _run_policy() -> None:
+    """The retraining process: settings and policy pickled on standard input by :class:`DemoRetraining`; the
+    loop steps until standard input closes."""
+    settings, policy = pickle.load(sys.stdin.buffer)
+    loop = RetrainingLoop(settings, RetrainPolicy.from_json(policy))
+    stopping = threading.Event()
+
+    def wait_for_eof() -> None:
+        sys.stdin.buffer.read()
+        stopping.set()
+
+    threading.Thread(target=wait_for_eof, daemon=True).start()
+    try:
+        loop.run(stopping, interval_s=0.25)
+    finally:
+        if loop.shadow is not None:
+            loop.retire()
+
+
+if __name__ == "__main__":
+    _run_policy()
