@@ -41,11 +41,12 @@ def _settings(settings: Settings | None) -> Settings:
 def run_sql(text: str, settings: Settings | None = None) -> list[Outcome]:
     """Run KSQL statements against the cluster; a pull query's rows are in ``outcome.rows`` (Arrow).
 
-    This is what ``streamml.sql(text)`` calls.
+    This is what ``streamml.sql(text)`` calls; it runs ``CREATE MONITOR`` / ``DROP MONITOR`` too.
     """
+    from streamml.monitor.statements import MONITOR_STATEMENTS
     from streamml.runtime.session import Session
 
-    return Session(_settings(settings)).execute(text)
+    return Session(_settings(settings), statements=MONITOR_STATEMENTS).execute(text)
 
 
 def query(text: str, settings: Settings | None = None, limit: int | None = None) -> pa.Table:

@@ -121,3 +121,28 @@ def test_caret_points_at_token_in_later_statement() -> None:
         parse(text)
     assert (info.value.line, info.value.column) == (4, 19)
     assert str(info.value).splitlines()[1:] == ["    FROM s WHERE x >;", "                    ^"]
+
+
+def test_create_and_drop_monitor() -> None:
+    create, drop, again = parse(
+        "CREATE MONITOR IF NOT EXISTS fraud WITH (MODEL='fraud', PREDICTIONS='scores', LABELS='truth', KEY='Id',\n"
+        "  WITHIN='30 SECONDS', PSI=0.3);\nDROP MONITOR fraud; drop monitor if exists other"
+    )
+    assert isinstance(create, ast.CreateMonitor) and create.name == "FRAUD" and create.if_not_exists
+    assert create.properties == {"MODEL": "fraud", "PREDICTIONS": "scores", "LABELS": "truth", "KEY": "Id",
+                                 "WITHIN": "30 SECONDS", "PSI": 0.3}  # fmt: skip
+    assert isinstance(drop, ast.DropMonitor) and drop.name == "FRAUD" and not drop.if_exists and drop.pos.line == 3
+    assert isinstance(again, ast.DropMonitor) and again.if_exists
+    # not reserved: a column or stream may still be called monitor
+    select = parse_statement("SELECT monitor FROM monitor")
+    assert isinstance(select, ast.SelectStatement)
+    with pytest.raises(SqlError):
+        parse_statement("CREATE MONITOR fraud")  # its properties are the definition
+
+
+def test_the_engine_leaves_monitors_to_a_session() -> None:
+    from streamml.sql import SqlEngine
+
+    with pytest.raises(SqlError) as refused:
+        SqlEngine().execute("SHOW STREAMS;\n  DROP MONITOR fraud;")
+    assert refused.value.line == 2 and refused.value.column == 3 and "session" in refused.value.message

@@ -39,29 +39,16 @@ def start(
     detach: bool = typer.Option(False, "--detach", help="Only define it; `streamml monitor run` runs it."),
 ) -> None:
     """Define a monitor (and run it here until Ctrl-C, unless --detach)."""
-    from streamml.monitor.alerts import default_rules
-    from streamml.monitor.spec import MonitorSpec, parse_duration, plan_inputs, publish_monitor
+    from streamml.monitor.statements import define_monitor, monitor_card
     from streamml.runtime.session import Session
-    from streamml.runtime.training import default_registry
 
     settings = state(ctx).settings
-    card = None
-    try:
-        card = default_registry(settings).get(model).card
-    except Exception:
+    if monitor_card(settings, model) is None:
         err.print(f"[yellow]model {model} is not in the registry yet: defaults come from the stream only[/]")
-    label = label_column or (card.label if card is not None else None)
-    if not label:
-        raise InputError(f"model {model}'s card names no label", hint="pass --label-column")
-    spec = MonitorSpec(
-        name=name or model, model=model, predictions=predictions, labels=labels, key=key, label_key=label_key,
-        label=label, prediction=prediction, score=score, positive=positive,
-        features=[f.strip() for f in features.split(",") if f.strip()] if features else None,
-        window_ms=parse_duration(window), within_ms=parse_duration(within), grace_ms=parse_duration(grace),
-        rules=[r.to_dict() for r in default_rules(psi=psi, accuracy_floor=accuracy_floor)],
-    )  # fmt: skip
-    plan_inputs(spec, Session(settings).engine, card)  # refuse what does not plan before storing it
-    publish_monitor(settings, spec)
+    spec = define_monitor(settings, Session(settings).engine, name=name or model, model=model,
+                          predictions=predictions, labels=labels, key=key, label_key=label_key, label=label_column,
+                          prediction=prediction, score=score, positive=positive, features=features, window=window,
+                          within=within, grace=grace, psi=psi, accuracy_floor=accuracy_floor)  # fmt: skip
     err.print(f"[green]monitor {spec.name} defined[/]: metrics to {spec.metrics_topic}, alerts to {spec.alerts_topic}")
     if not detach:
         _run(ctx, [spec.name], None)
@@ -104,31 +91,28 @@ def list_monitors(ctx: typer.Context) -> None:
 @app.command("explain")
 def explain(ctx: typer.Context, name: str = typer.Argument(..., help="Monitor name.")) -> None:
     """The SQL a monitor runs on its inputs, and the plans."""
-    from streamml.monitor.spec import plan_inputs, read_monitors
+    from streamml.monitor.spec import find_monitor, plan_inputs, read_monitors
+    from streamml.monitor.statements import monitor_card
     from streamml.runtime.session import Session
-    from streamml.runtime.training import default_registry
 
     settings = state(ctx).settings
-    spec = read_monitors(settings).get(name)
+    spec = find_monitor(read_monitors(settings), name)
     if spec is None:
         raise InputError(f"no monitor named {name!r}", hint="streamml monitor list")
-    try:
-        card = default_registry(settings).get(spec.model).card
-    except Exception:
-        card = None
-    out.print(plan_inputs(spec, Session(settings).engine, card).explain(), markup=False)
+    out.print(plan_inputs(spec, Session(settings).engine, monitor_card(settings, spec.model)).explain(), markup=False)
 
 
 @app.command("stop")
 def stop(ctx: typer.Context, name: str = typer.Argument(..., help="Monitor name.")) -> None:
     """Remove a monitor's definition (its workers stop; metrics already published stay)."""
-    from streamml.monitor.spec import publish_monitor, read_monitors
+    from streamml.monitor.spec import find_monitor, publish_monitor, read_monitors
 
     settings = state(ctx).settings
-    if name not in read_monitors(settings):
+    spec = find_monitor(read_monitors(settings), name)
+    if spec is None:
         raise InputError(f"no monitor named {name!r}", hint="streamml monitor list")
-    publish_monitor(settings, None, name)
-    err.print(f"[green]monitor {name} removed[/]")
+    publish_monitor(settings, None, spec.name)
+    err.print(f"[green]monitor {spec.name} removed[/]")
 
 
 # -- retraining policy ------------------------------------------------------------------------------------

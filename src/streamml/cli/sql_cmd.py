@@ -62,7 +62,9 @@ def sql(
 ) -> None:
     """Run KSQL statements; without -e/-f, an interactive prompt (statements end with ';')."""
     output = (output or ("table" if out.is_terminal else "jsonl")).lower()
-    session = Session(state(ctx).settings)
+    from streamml.monitor.statements import MONITOR_STATEMENTS
+
+    session = Session(state(ctx).settings, statements=MONITOR_STATEMENTS)
     text = execute if execute is not None else _read(file) if file is not None else None
     if text is not None:
         run_text(session, text, output, limit)
@@ -140,7 +142,9 @@ def run(
     settings = state(ctx).settings
     only: list[str] | None = None
     if file is not None:
-        session = Session(settings)
+        from streamml.monitor.statements import MONITOR_STATEMENTS
+
+        session = Session(settings, statements=MONITOR_STATEMENTS)
         outcomes = session.execute(_read(file), idempotent=True)
         only = _query_ids(session, outcomes)
         for outcome in outcomes:

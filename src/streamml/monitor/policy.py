@@ -54,7 +54,7 @@ from streamml.models.events import ModelEvent
 from streamml.models.registry import DEFAULT_ALIAS, ModelRef, ModelVersion, Registry
 from streamml.monitor.alerts import METRIC_ACCURACY, AlertState
 from streamml.monitor.drift import METRIC_PSI_MAX
-from streamml.monitor.spec import MonitorSpec, publish_monitor, read_monitors
+from streamml.monitor.spec import MonitorSpec, find_monitor, publish_monitor, read_monitors
 from streamml.monitor.supervisor import MonitorSupervisor
 from streamml.runtime.control import publish_events
 from streamml.runtime.session import Session
@@ -250,10 +250,10 @@ class RetrainingLoop:
         self.on_event = on_event
         self.clock = clock
         self.session = Session(settings)
-        monitors = read_monitors(settings)
-        if policy.monitor not in monitors:
+        monitor = find_monitor(read_monitors(settings), policy.monitor)
+        if monitor is None:
             raise InputError(f"no monitor named {policy.monitor!r}", hint="streamml monitor list")
-        self.monitor = monitors[policy.monitor]
+        self.monitor = monitor
         self.shadow: Shadow | None = None
         #: every decision so far: (candidate version, comparison)
         self.decisions: list[tuple[int, Comparison]] = []

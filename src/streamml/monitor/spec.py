@@ -15,6 +15,7 @@ back by every monitor worker (:func:`read_monitors`).
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import orjson
@@ -238,3 +239,8 @@ def read_monitors(settings: Settings, timeout_s: float = 30.0) -> dict[str, Moni
                 continue
             specs[(key or b"").decode()] = spec
     return specs
+
+
+def find_monitor(monitors: Mapping[str, MonitorSpec], name: str) -> MonitorSpec | None:
+    """The monitor called ``name``: exactly, else ignoring case (SQL upper-cases names it does not quote)."""
+    return monitors.get(name) or next((m for n, m in monitors.items() if n.upper() == name.upper()), None)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -27,6 +27,8 @@ from streamml.sql import ast as sql_ast
 from streamml.sql.plan import STREAM_TABLE_JOIN
 
 _COMPACT = {"cleanup.policy": "compact"}
+#: runs one statement the SQL engine does not: (session, statement, whole text, idempotent) -> its result
+StatementHandler = Callable[["Session", sql_ast.Statement, str, bool], StatementResult]
 
 
 @dataclass
@@ -50,6 +52,8 @@ class Session:
     engine: SqlEngine = field(init=False)
     store: CatalogStore = field(init=False)
     functions_hook: Callable[[SqlEngine], None] | None = None
+    #: statements the SQL engine does not run, and who does (``CREATE MONITOR``: see ``monitor/statements``)
+    statements: Mapping[type[sql_ast.Statement], StatementHandler] = field(default_factory=dict)
     #: stored persistent queries that no longer plan: id -> why (kept in the catalog, listed by SHOW QUERIES)
     unplanned: dict[str, str] = field(init=False, default_factory=dict)
 
@@ -84,6 +88,10 @@ class Session:
         statements = parse(text)  # syntax errors first, with positions in the whole text
         outcomes = []
         for statement in statements:
+            handler = self.statements.get(type(statement))
+            if handler is not None:
+                outcomes.append(Outcome(handler(self, statement, text, idempotent)))
+                continue
             if idempotent and self._already_applied(statement):
                 outcomes.append(Outcome(StatementResult(statement, "TEXT", "already applied"), skipped=True))
                 continue

@@ -282,6 +282,22 @@ class DropFunction(Statement):
 
 
 @dataclass(kw_only=True)
+class CreateMonitor(Statement):
+    """``CREATE MONITOR [IF NOT EXISTS] name WITH (MODEL=..., PREDICTIONS=..., LABELS=..., KEY=..., ...)``: a
+    model monitor (streamml's own statement; a session on a cluster defines it, see ``monitor/``)."""
+
+    name: str
+    properties: dict[str, Any] = field(default_factory=dict)
+    if_not_exists: bool = False
+
+
+@dataclass(kw_only=True)
+class DropMonitor(Statement):
+    name: str
+    if_exists: bool = False
+
+
+@dataclass(kw_only=True)
 class Show(Statement):
     """``SHOW|LIST STREAMS|TABLES|QUERIES|TOPICS|FUNCTIONS``."""
 

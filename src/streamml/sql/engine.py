@@ -75,6 +75,13 @@ class SqlEngine:
         return query_id
 
     def _run(self, stmt: ast.Statement, text: str) -> StatementResult:
+        if isinstance(stmt, ast.CreateMonitor | ast.DropMonitor):
+            raise SqlError(
+                "monitors live on a cluster: run this statement in a session (streamml sql, streamml.sql)",
+                line=stmt.pos.line,
+                column=stmt.pos.column,
+                statement=text,
+            )
         analyzer = Analyzer(self.catalog, self.functions, text)
         if isinstance(stmt, ast.CreateSource):
             if stmt.if_not_exists and self.catalog.find(stmt.name) is not None:

@@ -81,6 +81,7 @@ _NONRESERVED = frozenset(
         "SESSION",
         "FUNCTION",
         "REPLACE",
+        "MONITOR",
         "DELETE",
         "OUTER",
         "FULL",
@@ -542,6 +543,12 @@ class _Builder(Transformer):
 
     def drop_function(self, _d: Token, _f: Token, if_exists: bool, name: _Ident) -> ast.Statement:
         return ast.DropFunction(name=str(name), if_exists=if_exists)
+
+    def create_monitor(self, _c: Token, _m: Token, if_not: bool, name: _Ident, props: dict[str, Any]) -> ast.Statement:
+        return ast.CreateMonitor(name=str(name), properties=props, if_not_exists=if_not)
+
+    def drop_monitor(self, _d: Token, _m: Token, if_exists: bool, name: _Ident) -> ast.Statement:
+        return ast.DropMonitor(name=str(name), if_exists=if_exists)
 
     def insert_into(self, _i: Token, _into: Token, name: _Ident, query: ast.Query) -> ast.Statement:
         return ast.InsertInto(target=str(name), query=query)
