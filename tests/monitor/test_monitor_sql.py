@@ -34,7 +34,8 @@ def test_create_monitor_defines_what_the_cli_defines(settings: Settings) -> None
     (outcome,) = streamml.sql(DEFINITION.format(if_not=""), settings=settings)
     assert outcome.result.kind == "CREATED" and "Monitor FRAUD created" in outcome.message
     spec = read_monitors(settings)["FRAUD"]
-    assert (spec.model, spec.predictions, spec.labels, spec.key, spec.label) == ("fraud", "scores", "truth", "ID", "CLASS")
+    expected = ("fraud", "scores", "truth", "ID", "CLASS")
+    assert (spec.model, spec.predictions, spec.labels, spec.key, spec.label) == expected
     assert (spec.window_ms, spec.within_ms, spec.positive) == (10_000, 30_000, "1")
     assert spec.alert_rules()[0].threshold == 0.3  # PSI=0.3: the drift rule's threshold
 
