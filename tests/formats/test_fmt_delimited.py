@@ -83,8 +83,9 @@ def test_custom_delimiter() -> None:
     fmt = DelimitedFormat(schema, delimiter="TAB")
     decoded = fmt.decode([b"x,y\t1", b"\t"])
     assert decoded.table.to_pylist() == [{"a": "x,y", "b": 1}, {"a": None, "b": None}]
-    assert fmt.encode(decoded.table) == [b'"x,y"\t1', b"\t"]
-    assert DelimitedFormat(schema, delimiter="|").encode(decoded.table) == [b'"x,y"|1', b"|"]
+    assert fmt.encode(decoded.table) == [b"x,y\t1", b"\t"]  # a comma needs no quotes between tabs
+    assert DelimitedFormat(schema, delimiter="|").encode(decoded.table) == [b"x,y|1", b"|"]
+    assert DelimitedFormat(schema).encode(decoded.table) == [b'"x,y",1', b","]  # with commas it does
 
 
 def test_encode_null_is_empty_and_newlines_stay_in_one_record() -> None:
@@ -122,3 +123,13 @@ def test_record_larger_than_a_read_block() -> None:
     decoded = fmt.decode([b"y,1", f'"{big}",2'.encode(), b"z,3"])
     assert decoded.all_ok
     assert decoded.table.column("b").to_pylist() == [1, 2, 3]
+
+
+def test_encoding_quotes_only_what_needs_it_as_ksqldb_does() -> None:
+    schema = pa.schema([("id", pa.int64()), ("name", pa.string()), ("n", pa.int64())])
+    fmt = DelimitedFormat(schema)
+    table = pa.table({"id": [0, 1, 2, 3, 4], "name": ["zero", 'say "hi"', "", None, "a\nb"], "n": [0, 1, 2, 3, 4]},
+                     schema=schema)  # fmt: skip
+    encoded = fmt.encode(table)
+    assert encoded == [b"0,zero,0", b'1,"say ""hi""",1', b'2,"",2', b"3,,3", b'4,"a\nb",4']
+    assert fmt.decode(encoded).table.to_pylist() == table.to_pylist()

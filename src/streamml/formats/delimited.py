@@ -1,8 +1,10 @@
 """ksqlDB's DELIMITED format: one CSV line per record, no header, columns in schema order.
 
 An empty field is NULL for every type; an empty string is written quoted (``""``) so it survives a round
-trip. Decoding joins a batch with newlines and parses it with Arrow's CSV reader in one call; records with a
-line break inside a quoted field are decoded on their own.
+trip. Like ksqlDB, encoding quotes only what needs it (``0,zero,0``): records whose strings hold no delimiter,
+quote or line break are written unquoted; the others are written with every string quoted. Decoding joins a
+batch with newlines and parses it with Arrow's CSV reader in one call; records with a line break inside a
+quoted field are decoded on their own.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.types as pat
 
@@ -62,6 +65,8 @@ class DelimitedFormat(Format):
             quoted_strings_can_be_null=False,
         )
         self._write_options = pacsv.WriteOptions(include_header=False, delimiter=delimiter, quoting_style="needed")
+        self._plain_options = pacsv.WriteOptions(include_header=False, delimiter=delimiter, quoting_style="none")
+        self._structural = f'[{re.escape(delimiter)}"\r\n]'
 
     @property
     def _schema(self) -> pa.Schema:
@@ -150,8 +155,30 @@ class DelimitedFormat(Format):
         if table.num_rows == 0:
             return []
         table = self._in_schema_order(table)
+        quoted = self._needs_quotes(table)
+        if not quoted.any():
+            return self._lines(table, self._plain_options)
+        if quoted.all():
+            return self._lines(table, self._write_options)
+        lines: list[bytes] = [b""] * table.num_rows
+        for rows, options in ((np.flatnonzero(~quoted), self._plain_options), (np.flatnonzero(quoted),
+                                                                                 self._write_options)):  # fmt: skip
+            for row, line in zip(rows.tolist(), self._lines(table.take(pa.array(rows)), options), strict=True):
+                lines[row] = line
+        return lines
+
+    def _needs_quotes(self, table: pa.Table) -> np.ndarray:
+        """Per row, whether a string in it holds the delimiter, a quote or a line break, or is empty."""
+        needs = np.zeros(table.num_rows, dtype=bool)
+        for column in table.columns:
+            if pat.is_string(column.type) or pat.is_large_string(column.type):
+                hit = pc.or_(pc.match_substring_regex(column, self._structural), pc.equal(pc.utf8_length(column), 0))
+                needs |= pc.fill_null(hit, False).to_numpy(zero_copy_only=False)
+        return needs
+
+    def _lines(self, table: pa.Table, options: pacsv.WriteOptions) -> list[bytes]:
         sink = io.BytesIO()
-        pacsv.write_csv(table, sink, write_options=self._write_options)
+        pacsv.write_csv(table, sink, write_options=options)
         out = sink.getvalue()
         buf = np.frombuffer(out, dtype=np.uint8)
         newlines = np.flatnonzero(buf == 0x0A)
