@@ -1,4 +1,5 @@
-"""The Python API the README documents: ``streamml.sql``, ``streamml.query``, ``streamml.train``.
+"""The Python API the README documents: ``streamml.sql``, ``streamml.query``, ``streamml.train``, and
+``streamml.Client`` in its feature list.
 
 ``streamml.sql`` is also the SQL subpackage, so these run the README's example in fresh interpreters, each
 with a different import history, against the test broker.
@@ -33,8 +34,9 @@ def readme_python() -> str:
 
 
 def test_all_names_exactly_the_documented_api() -> None:
-    documented = set(re.findall(r"\bstreamml\.(\w+)\(", readme_python()))
-    assert documented == {"sql", "query", "train"}
+    assert set(re.findall(r"\bstreamml\.(\w+)\(", readme_python())) == {"sql", "query", "train"}
+    documented = set(re.findall(r"\bstreamml\.(\w+)\(", README.read_text()))  # and the feature list
+    assert documented == {"sql", "query", "train", "Client"}
     assert sorted(streamml.__all__) == sorted(documented)
     assert all(callable(getattr(streamml, name)) for name in streamml.__all__)
 

@@ -4,6 +4,7 @@
 >>> streamml.sql("CREATE STREAM tx (Id BIGINT, Amount DOUBLE) WITH (KAFKA_TOPIC='tx', VALUE_FORMAT='JSON');")
 >>> streamml.query("SELECT Id, Amount FROM tx WHERE Amount > 100;").to_pandas()
 >>> streamml.train("autoencoder", "tx", label="Class", name="fraud")
+>>> streamml.Client().predict("iris", {"SEPAL_LENGTH": 5.1, ...})    # request/reply over Kafka
 
 Settings come from ``STREAMML_*`` variables (see :mod:`streamml.config`) unless passed explicitly.
 
@@ -27,9 +28,10 @@ if TYPE_CHECKING:
     from streamml.config import Settings
     from streamml.models.registry import ModelVersion
     from streamml.runtime.session import Outcome
+    from streamml.serve.requests import Client as Client
 
 __version__ = "0.1.0"
-__all__ = ["query", "sql", "train"]
+__all__ = ["Client", "query", "sql", "train"]
 
 
 def _settings(settings: Settings | None) -> Settings:
@@ -66,6 +68,15 @@ def train(recipe: str, source: str, *, name: str, settings: Settings | None = No
 
     options.setdefault("label", None)
     return train_from_stream(_settings(settings), recipe, source, name=name, **options)
+
+
+def __getattr__(name: str) -> Any:
+    """``streamml.Client``: request/reply over Kafka (:class:`streamml.serve.requests.Client`), loaded on use."""
+    if name == "Client":
+        from streamml.serve.requests import Client
+
+        return Client
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class _CallableSqlPackage(types.ModuleType):

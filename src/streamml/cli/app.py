@@ -19,6 +19,7 @@ from streamml.cli import (
     monitor_cmd,
     mqtt_cmd,
     produce_cmd,
+    request_cmd,
     serve_cmd,
     simulate_cmd,
     sql_cmd,
@@ -53,6 +54,7 @@ app.command("produce")(produce_cmd.produce)
 app.command("consume")(consume_cmd.consume)
 app.command("serve")(serve_cmd.serve)
 app.command("dashboard")(dashboard_cmd.dashboard)
+app.command("request")(request_cmd.request)
 
 
 @app.callback()

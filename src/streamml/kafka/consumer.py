@@ -221,7 +221,16 @@ class BatchConsumer:
 
     def _initial_assignment(self) -> list[TopicPartition]:
         tps = [TopicPartition(t, p) for t in self.topics for p in self._partitions_of(t)]
+        if self.start.position == "latest" and self.start.offset is None and self.start.timestamp_ms is None:
+            # the end as of now, not as of the first fetch: a record written right after this returns is read
+            return [TopicPartition(tp.topic, tp.partition, self._end_of(tp)) for tp in tps]
         return self._positioned(tps)
+
+    def _end_of(self, tp: TopicPartition) -> int:
+        try:
+            return int(self._consumer.get_watermark_offsets(tp, timeout=10.0, cached=False)[1])
+        except KafkaException as exc:
+            raise translate(exc, f"reading the end of '{tp.topic}' [{tp.partition}]", self._bootstrap) from None
 
     def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._group_metadata = None  # the generation changed

@@ -1,5 +1,13 @@
 """Header names streamml puts on the records it writes for people to inspect (dead letters), in one place
-below every layer that writes or reads them (the runtime's stages, the MQTT bridge, ``streamml dlq``)."""
+below every layer that writes or reads them (the runtime's stages, the MQTT bridge, ``streamml dlq``), and the
+request/reply headers a persistent query passes on."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
 
 H_KIND = "streamml.error.kind"
 H_MESSAGE = "streamml.error.message"
@@ -12,3 +20,23 @@ H_TRUNCATED = "streamml.error.truncated-from"
 
 #: longest value a dead letter keeps (a dead-letter topic takes 1 MB records by default)
 MAX_VALUE_BYTES = 256 * 1024
+
+#: request/reply over Kafka, with the names Spring Kafka's ReplyingKafkaTemplate uses, so its clients interoperate:
+#: a request carries a correlation id and the topic (optionally the partition) its reply is wanted on; every
+#: persistent query copies these from a request to the records it writes for it
+H_CORRELATION_ID = "kafka_correlationId"
+H_REPLY_TOPIC = "kafka_replyTopic"
+H_REPLY_PARTITION = "kafka_replyPartition"
+REPLY_HEADERS = frozenset({H_CORRELATION_ID, H_REPLY_TOPIC, H_REPLY_PARTITION})
+
+
+def reply_headers(headers: Sequence[Any], rows: np.ndarray) -> list[list[tuple[str, Any]]] | None:
+    """Per output record, the request/reply headers of the input record at ``rows`` (-1: none, an aggregate's
+    row); None when no input record carries headers at all (the usual case costs one scan)."""
+    if not any(headers):
+        return None
+    picked: list[list[tuple[str, Any]]] = []
+    for row in rows.tolist():
+        found = headers[row] if row >= 0 else None
+        picked.append([(k, v) for k, v in found if k in REPLY_HEADERS] if found else [])
+    return picked

@@ -31,6 +31,7 @@ from confluent_kafka import KafkaException, TopicPartition
 from streamml.config import Settings
 from streamml.errors import KafkaError, RecordRejected, StreamMLError
 from streamml.kafka import Admin, BatchConsumer, Producer, RecordBatch, TransactionalProducer, client_config
+from streamml.kafka.headers import H_MODEL, H_QUERY, reply_headers
 from streamml.runtime.changelog import Changelog
 from streamml.runtime.checkpoint import Checkpoint, Output
 from streamml.runtime.codec import DecodedBatch, SinkCodec, SourceCodec
@@ -432,13 +433,15 @@ class PersistentQuery:
             self._drop_oversized(out, result, decoded, batch, model_version, dead)
             encoded = time.perf_counter()
             spent["encode"] += encoded - started
-            # scored records name the query and model versions; plain SQL output carries no headers, as in ksqlDB
-            headers: list[tuple[str, bytes | str]] | None = None
+            # scored records name the query and model versions; plain SQL output carries no headers, as in ksqlDB,
+            # except a request's correlation and reply headers, which every output record made from it carries
+            headers: Any = None
             if model_version is not None:
-                headers = [
-                    ("streamml.query", self.query_id.encode()),
-                    ("streamml.model.version", model_version.encode()),
-                ]
+                headers = [(H_QUERY, self.query_id.encode()), (H_MODEL, model_version.encode())]
+            origin = np.where(result.indices >= 0, decoded.rows[np.maximum(result.indices, 0)], -1)
+            replies = reply_headers(batch.headers, origin)
+            if replies is not None:
+                headers = [(headers or []) + reply for reply in replies]
             checkpoint.produce(self.sink_topic, out.values, out.keys, headers=headers, timestamps=out.timestamps)
             spent["produce"] += time.perf_counter() - encoded
             self.metrics.records_out += len(out.values)
@@ -505,6 +508,7 @@ class PersistentQuery:
         out.keys = None if out.keys is None else [out.keys[i] for i in keep]
         out.timestamps = None if out.timestamps is None else np.asarray(out.timestamps)[keep]
         result.timestamps = result.timestamps.take(pa.array(keep))
+        result.indices = result.indices[keep]
 
     def _without_refused(self, batch: RecordBatch, dead: DeadLetters, model_version: str | None) -> RecordBatch:
         """``batch`` less the records the cluster refused before; those are handled by the produce policy."""
