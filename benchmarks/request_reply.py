@@ -22,6 +22,7 @@ import os
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -51,7 +52,7 @@ def iris_rows() -> list[dict[str, float]]:
     return [dict(zip(FEATURES, map(float, row), strict=True)) for row in data]
 
 
-def deploy(settings: Settings) -> None:
+def deploy(settings: Settings, requests: str, replies: str) -> None:
     import pyarrow as pa
     from sklearn.datasets import load_iris
 
@@ -63,22 +64,22 @@ def deploy(settings: Settings) -> None:
     publish_events(settings, [registry.promote("iris", version.version)])
     Session(settings).execute(
         f"CREATE STREAM requests (ID BIGINT, {', '.join(f + ' DOUBLE' for f in FEATURES)}) "
-        "WITH (KAFKA_TOPIC='bench_requests', VALUE_FORMAT='JSON', PARTITIONS=3);"
-        "CREATE STREAM replies WITH (KAFKA_TOPIC='bench_replies', VALUE_FORMAT='JSON') AS "
+        f"WITH (KAFKA_TOPIC='{requests}', VALUE_FORMAT='JSON', PARTITIONS=3);"
+        f"CREATE STREAM replies WITH (KAFKA_TOPIC='{replies}', VALUE_FORMAT='JSON') AS "
         f"SELECT ID, PREDICT('iris', {', '.join(FEATURES)}) AS P FROM requests;"
     )
 
 
-def per_call(settings: Settings) -> Callable[[dict[str, float]], dict]:
+def per_call(settings: Settings, requests: str, replies: str) -> Callable[[dict[str, float]], dict]:
     """One consumer per call, the helper people write first."""
     config = client_config(settings)
     producer = Producer(config, properties={"linger.ms": 1})
 
     def call(record: dict[str, float]) -> dict:
         cid = os.urandom(16)
-        with BatchConsumer(config, ["bench_replies"], start="latest") as reader:
-            producer.produce_batch("bench_requests", [orjson.dumps(record)], None,
-                                   headers=[[(H_CORRELATION_ID, cid), (H_REPLY_TOPIC, b"bench_replies")]])  # fmt: skip
+        with BatchConsumer(config, [replies], start="latest") as reader:
+            producer.produce_batch(requests, [orjson.dumps(record)], None,
+                                   headers=[[(H_CORRELATION_ID, cid), (H_REPLY_TOPIC, replies.encode())]])  # fmt: skip
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
                 batch = reader.poll_batch(10_000, 0.05)
@@ -123,17 +124,21 @@ def main() -> None:
     parser.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
     args = parser.parse_args()
     with bench_settings() as base, tempfile.TemporaryDirectory() as tmp:
-        settings = base.model_copy(update={"service_id": "bench-requests", "registry_url": str(Path(tmp) / "reg")})
-        deploy(settings)
+        run = uuid.uuid4().hex[:8]  # topics of their own: a configured cluster may hold an earlier run's
+        settings = base.model_copy(
+            update={"service_id": f"bench-requests-{run}", "registry_url": str(Path(tmp) / "reg")}
+        )
+        requests, replies = f"bench_requests_{run}", f"bench_replies_{run}"
+        deploy(settings, requests, replies)
         runner = Runner(settings, RuntimeOptions(max_wait_ms=5), refresh_s=0.5)
         stop = threading.Event()
         threading.Thread(target=runner.run, args=(stop,), daemon=True).start()
         try:
             with Client(settings) as client:
-                client.predict("bench_requests", {"ID": -1, **iris_rows()[0]}, reply="bench_replies", timeout=120)
-                call = lambda r: client.predict("bench_requests", r, reply="bench_replies", timeout=60)  # noqa: E731
+                client.predict(requests, {"ID": -1, **iris_rows()[0]}, reply=replies, timeout=120)
+                call = lambda r: client.predict(requests, r, reply=replies, timeout=60)  # noqa: E731
                 ours = drive(call, args.requests, args.callers)
-            theirs = drive(per_call(settings), args.per_call_requests, args.callers)
+            theirs = drive(per_call(settings, requests, replies), args.per_call_requests, args.callers)
         finally:
             stop.set()
     rows = []
