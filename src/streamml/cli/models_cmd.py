@@ -175,6 +175,34 @@ def register(
     out.print(f"registered {version.ref} ({endpoint.describe}; {version.card.sql_type})", markup=False)
 
 
+@app.command("import")
+def import_(
+    ctx: typer.Context,
+    path: Path = typer.Argument(..., help="The model: .onnx, .pkl/.joblib, .pt/.pt2, .keras/.h5 (see docs/models.md)."),
+    name: str = typer.Option(..., "--name", help="Model name to register it under."),
+    sample: Path | None = typer.Option(
+        None, "--sample", help="Sample rows (CSV, Parquet, JSON lines): one column per feature."
+    ),
+    trust: bool = typer.Option(False, "--trust", help="Allow unpickling (only for files you produced yourself)."),
+    promote: bool = typer.Option(False, "--promote", help="Point the production alias at it."),
+    publish: bool = _PUBLISH,
+) -> None:
+    """Convert a model trained elsewhere to ONNX, check parity on the sample, and register it."""
+    from streamml.models.importing import import_model, read_sample
+
+    table = read_sample(sample) if sample is not None else None
+    reg = registry(ctx)
+    version = import_model(reg, path, name=name, sample=table, trust=trust)
+    parity = version.card.parity
+    checked = f"parity {parity.max_abs_diff:.2g} on {parity.rows} rows" if parity is not None else "no parity check"
+    out.print(f"imported {path.name} as [bold]{version.ref}[/] ({version.card.framework}; {checked}; "
+              f"{version.card.sql_type})")  # fmt: skip
+    if promote:
+        event = reg.promote(name, version.version)
+        out.print(f"{name}@{DEFAULT_ALIAS} -> {version.version}", markup=False)
+        _publish(ctx, [event], publish)
+
+
 @app.command()
 def promote(
     ctx: typer.Context,

@@ -273,7 +273,8 @@ def export_torch(
     torch = _torch()
     output_names = output_names or ["output"]
     sample = np.asarray(sample, dtype=np.float32)
-    module.eval()
+    with contextlib.suppress(NotImplementedError):  # the module of an exported program is in eval mode already
+        module.eval()
     tensor = torch.from_numpy(sample)
     dynamic = {input_name: {0: "batch"}, **{name: {0: "batch"} for name in output_names}}
     with tempfile.TemporaryDirectory(prefix="streamml-torch-") as folder:
@@ -289,12 +290,14 @@ def export_torch(
                     dynamic_axes=dynamic,
                     opset_version=opset,
                     verbose=False,  # the exporter otherwise reports its progress on stdout
+                    # a TorchScript module is already a graph: the TorchScript exporter takes it as it is
+                    **({"dynamo": False} if isinstance(module, torch.jit.ScriptModule) else {}),
                 )
             proto = onnx.load(target)  # folds external data, if any, back into the model
         except Exception as exc:
             raise ModelError(f"torch.onnx.export failed for {type(module).__name__}: {_first_line(exc)}") from exc
     onnx_bytes = proto.SerializeToString()
-    with torch.inference_mode():
+    with torch.no_grad():  # not inference mode: a TorchScript module may still record for autograd
         expected = module(tensor)
     expected = expected[0] if isinstance(expected, tuple | list) else expected
     actual = OnnxModel(onnx_bytes, source=type(module).__name__).predict(sample)[output_names[0]]

@@ -1,0 +1,147 @@
+"""Bringing your own model: each format built here, imported, converted to ONNX and checked for parity."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pytest
+
+from streamml.errors import InputError, ModelError
+from streamml.models.importing import import_model, keras_without_tensorflow, read_sample
+from streamml.models.registry import Registry
+
+FEATURES = ["f0", "f1", "f2", "f3"]
+
+
+@pytest.fixture
+def sample(tmp_path: Path) -> Path:
+    x = np.random.default_rng(0).standard_normal((64, 4)).astype(np.float32)
+    path = tmp_path / "sample.csv"
+    pacsv.write_csv(pa.table({f: x[:, i] for i, f in enumerate(FEATURES)}), path)
+    return path
+
+
+def _xy() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((300, 4)).astype(np.float32)
+    return x, (x[:, 0] + x[:, 1] > 0).astype(int)
+
+
+def _import(tmp_path: Path, model: Path, sample: Path | None, **options: object):  # type: ignore[no-untyped-def]
+    registry = Registry(str(tmp_path / "registry"))
+    table = read_sample(sample) if sample is not None else None
+    return import_model(registry, model, name="byo", sample=table, **options)  # type: ignore[arg-type]
+
+
+def test_scikit_learn_pickle_needs_trust_then_matches(tmp_path: Path, sample: Path) -> None:
+    import joblib
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x, y = _xy()
+    path = tmp_path / "pipeline.joblib"
+    joblib.dump(make_pipeline(StandardScaler(), LogisticRegression()).fit(x, y), path)
+    with pytest.raises(ModelError, match="refusing to unpickle"):
+        _import(tmp_path, path, sample)
+    version = _import(tmp_path, path, sample, trust=True)
+    assert version.card.framework == "scikit-learn" and version.card.features == FEATURES
+    assert version.card.parity is not None and version.card.parity.max_abs_diff <= 1e-4
+    assert version.card.reference is not None and set(FEATURES) <= set(version.card.reference.features)
+
+
+def test_onnx_is_checked_and_its_width_must_match_the_sample(tmp_path: Path, sample: Path) -> None:
+    from sklearn.linear_model import LinearRegression
+
+    from streamml.models.export import export_sklearn
+
+    x, y = _xy()
+    path = tmp_path / "model.onnx"
+    path.write_bytes(export_sklearn(LinearRegression().fit(x, y.astype(float)), x).onnx_bytes)
+    version = _import(tmp_path, path, sample)
+    assert version.card.features == FEATURES and version.card.reference is not None
+    three = tmp_path / "three.csv"
+    pacsv.write_csv(pa.table({f: np.zeros(5) for f in FEATURES[:3]}), three)
+    with pytest.raises(InputError, match="the sample has 3 columns, the model reads 4"):
+        _import(tmp_path, path, three)
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not a model")
+    with pytest.raises(ModelError, match="not a valid ONNX model"):
+        _import(tmp_path, broken, sample)
+
+
+def _torch_module():  # type: ignore[no-untyped-def]
+    import torch
+
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2), torch.nn.Softmax(-1))
+
+
+def test_torchscript_and_exported_programs(tmp_path: Path, sample: Path) -> None:
+    import torch
+
+    module = _torch_module().eval()
+    scripted = tmp_path / "model.pt"
+    torch.jit.save(torch.jit.script(module), str(scripted))
+    exported = tmp_path / "model.pt2"
+    batch = {"input": {0: torch.export.Dim("batch")}}  # any number of rows, as a stream's batches come
+    torch.export.save(torch.export.export(module, (torch.zeros(3, 4),), dynamic_shapes=batch), str(exported))
+    for path in (scripted, exported):
+        version = _import(tmp_path, path, sample)
+        assert version.card.framework == "torch" and version.card.parity is not None
+        assert version.card.parity.max_abs_diff <= 1e-4, path
+    with pytest.raises(InputError, match="pass a sample"):
+        _import(tmp_path, scripted, None)
+
+
+def test_keras_models_on_the_pytorch_backend(tmp_path: Path, sample: Path) -> None:
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    with keras_without_tensorflow():
+        keras = pytest.importorskip("keras")
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(14, activation="tanh"),
+                                  keras.layers.Dense(7, activation="tanh"), keras.layers.Dense(4)])  # fmt: skip
+        model.save(tmp_path / "autoencoder.keras")
+        model.save(tmp_path / "autoencoder.h5")
+    for name in ("autoencoder.keras", "autoencoder.h5"):
+        version = _import(tmp_path, tmp_path / name, sample)
+        assert version.card.parity is not None and version.card.parity.max_abs_diff <= 1e-4, name
+        x = read_sample(sample)
+        expected = np.asarray(model.predict(np.column_stack([x.column(f) for f in FEATURES]), verbose=0))
+        actual = version.load().predict(np.column_stack([x.column(f) for f in FEATURES]).astype(np.float32))
+        assert np.abs(next(iter(actual.values())) - expected).max() <= 1e-4
+
+
+def test_formats_without_a_converter_here_are_refused_with_what_they_need(tmp_path: Path, sample: Path) -> None:
+    saved = tmp_path / "saved"
+    saved.mkdir()
+    (saved / "saved_model.pb").write_bytes(b"")
+    with pytest.raises(ModelError, match="TensorFlow SavedModel") as tf:
+        _import(tmp_path, saved, sample)
+    assert "tf2onnx" in (tf.value.hint or "")
+    booster = tmp_path / "model.ubj"
+    booster.write_bytes(b"")
+    with pytest.raises(ModelError, match="XGBoost") as xgb:
+        _import(tmp_path, booster, sample)
+    assert "onnxmltools" in (xgb.value.hint or "")
+    with pytest.raises(InputError, match="cannot tell the framework"):
+        _import(tmp_path, sample, sample)
+
+
+def test_the_import_command(cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path, sample: Path) -> None:
+    import joblib
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = _xy()
+    path = tmp_path / "model.pkl"
+    joblib.dump(LogisticRegression().fit(x, y), path)
+    refused = cli("models", "import", str(path), "--name", "byo", "--sample", str(sample), check=False)
+    assert refused.returncode != 0 and "--trust" in refused.stderr and "Traceback" not in refused.stderr
+    done = cli("models", "import", str(path), "--name", "byo", "--sample", str(sample), "--trust", "--promote")
+    assert "imported model.pkl as byo:1" in done.stdout and "byo@production -> 1" in done.stdout
+    assert "f0" in cli("models", "show", "byo").stdout
