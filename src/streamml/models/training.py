@@ -153,11 +153,16 @@ def _reference(
                 outputs[field.name] = array.to_numpy(zero_copy_only=False).astype(np.float64)
     names = columns if x.shape[1] == len(columns) else [f"{columns[0]}[{i}]" for i in range(x.shape[1])]
     reference = reference_stats(x, names, outputs)
-    categorical = [c for c in trained.features if c not in numeric]
+    categorical = [c for c in trained.features if c not in numeric and _is_category(table.schema.field(c).type)]
     if categorical and clean is not None:  # a monitor compares their live categories with these counts
         found = {c: category_stats(clean.column(c)) for c in categorical}
         reference = reference.model_copy(update={"features": {**reference.features, **found}})
     return reference
+
+
+def _is_category(data_type: pa.DataType) -> bool:
+    """A column whose values are categories a monitor can count (not an image's pixel list)."""
+    return pa.types.is_string(data_type) or pa.types.is_large_string(data_type) or pa.types.is_boolean(data_type)
 
 
 def _is_scalar(data_type: pa.DataType) -> bool:

@@ -11,10 +11,13 @@
 from streamml.sql.catalog import Catalog, Column, Source
 from streamml.sql.engine import SqlEngine, StatementResult
 from streamml.sql.executor import BatchResult, QueryExecutor, RowFailure
+from streamml.sql.images import IMAGE_PIXELS
 from streamml.sql.parser import parse, parse_statement, parse_type
 from streamml.sql.plan import QueryPlan
 from streamml.sql.types import SqlType
 from streamml.sql.udf import ENTRY_POINT_GROUP, FunctionRegistry, UserFunction, default_registry, udf
+
+default_registry().add(IMAGE_PIXELS)  # a built-in written in Python: images in records -> model input
 
 __all__ = [
     "ENTRY_POINT_GROUP",
