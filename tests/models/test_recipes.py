@@ -172,14 +172,21 @@ def test_torch_recipes_need_the_extra(name: str, iris: pa.Table) -> None:
 
 
 @pytest.mark.skipif(not HAS_TORCH, reason="torch is not installed")
-def test_image_recipe_on_digits() -> None:  # pragma: no cover - runs only with the torch extra
+def test_image_recipe_on_digits(tmp_path: Path) -> None:  # pragma: no cover - runs only with the torch extra
     from sklearn.datasets import load_digits
 
     digits = load_digits()
     table = pa.table({"pixels": list(digits.data[:900]), "digit": digits.target[:900]})
-    trained = get_recipe("image").train(table, "digit", {"epochs": 15}, 0)
+    trained = get_recipe("image").train(table, "digit", {"epochs": 15}, 0, plot_dir=tmp_path)
     assert trained.metrics["accuracy"] >= 0.9 and trained.parity.passed
     assert trained.parity.max_abs_diff <= 1e-4
+    # per class and per epoch, as the card's plots show them
+    per_class = trained.metrics["per_class_accuracy"]
+    assert sorted(per_class) == [str(d) for d in range(10)] and min(per_class.values()) > 0.5
+    curves = trained.metrics["accuracy_per_epoch"]
+    assert len(curves["train"]) == len(curves["test"]) == trained.metrics["epochs"]
+    assert curves["train"][-1] > curves["train"][0]  # it learned
+    assert {p.name for p in trained.plots} >= {"accuracy.png", "per_class_accuracy.png", "confusion.png"}
 
 
 def car_sensors(cars: int = 16, readings: int = 400, seed: int = 0, drift_len: int = 15) -> pa.Table:

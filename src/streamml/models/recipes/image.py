@@ -91,6 +91,14 @@ class ImageRecipe:
         splits = splits or split_indices(len(y), p["split"], seed=seed, stratify=y)
         torch.manual_seed(seed)  # initial weights too: the same seed gives the same model
         module = image_module(int(p["height"]), int(p["width"]), len(classes), float(max(x.max(), 1.0)))
+        held_out = splits.test if len(splits.test) else splits.validation
+        accuracy: dict[str, list[float]] = {"train": [], "test": []}
+
+        def measure(trained: Any) -> None:  # accuracy of each split after each epoch, for the card's plot
+            for split, rows in (("train", splits.train), ("test", held_out)):
+                guessed = trained(torch.from_numpy(x[rows])).argmax(dim=1).numpy()
+                accuracy[split].append(float((guessed == codes[rows]).mean()))
+
         train_loss, val_loss = fit(
             module,
             x[splits.train],
@@ -103,8 +111,8 @@ class ImageRecipe:
             learning_rate=float(p["learning_rate"]),
             seed=seed,
             patience=int(p["patience"]),
+            on_epoch=measure,
         )
-        held_out = splits.test if len(splits.test) else splits.validation
         exported = export_torch(
             module, x[held_out], output_names=["probabilities"], tolerance=float(p["parity_tolerance"])
         )
@@ -114,10 +122,17 @@ class ImageRecipe:
         predicted = np.asarray(classes, dtype=object)[probs.argmax(axis=1)]
         metrics = multiclass_metrics(y[held_out], predicted, classes)
         metrics["epochs"] = len(train_loss)
+        truth = np.asarray(y[held_out], dtype=object)
+        metrics["per_class_accuracy"] = {
+            str(c): float((predicted[truth == c] == c).mean()) for c in classes if (truth == c).any()
+        }
+        metrics["accuracy_per_epoch"] = accuracy
         written: list[Path] = []
         if plot_dir is not None:
             written.append(plots.loss_curve({"train": train_loss, "validation": val_loss}, plot_dir / "loss.png"))
             written.append(plots.confusion(metrics["confusion_matrix"], classes, plot_dir / "confusion.png"))
+            written.append(plots.accuracy_curve(accuracy, plot_dir / "accuracy.png"))
+            written.append(plots.per_class_accuracy(metrics["per_class_accuracy"], plot_dir / "per_class_accuracy.png"))
         return TrainedModel(
             onnx_bytes=exported.onnx_bytes,
             recipe=self.name,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -89,6 +89,26 @@ def pr_curve(y_true: np.ndarray, scores: np.ndarray, path: Path) -> Path:
     axes.axhline(y_true.mean(), color="grey", linestyle=":", label="baseline")
     axes.set(xlabel="recall", ylabel="precision", title="precision-recall (test)", ylim=(0, 1.02))
     axes.legend(loc="lower left")
+    return _save(figure, path)
+
+
+def accuracy_curve(series: Mapping[str, Sequence[float]], path: Path) -> Path:
+    """Accuracy per epoch, one line per named split (train, test)."""
+    figure = Figure(figsize=(5, 3.5))
+    axes = figure.add_subplot()
+    for name, values in series.items():
+        axes.plot(np.arange(1, len(values) + 1), values, marker="o", markersize=3, label=name)
+    axes.set(xlabel="epoch", ylabel="accuracy", title="accuracy per epoch", ylim=(0, 1.02))
+    axes.legend()
+    return _save(figure, path)
+
+
+def per_class_accuracy(accuracy: Mapping[str, float], path: Path) -> Path:
+    """Accuracy (recall) of each class on the test split, as bars."""
+    figure = Figure(figsize=(1.5 + 0.5 * len(accuracy), 3.5))
+    axes = figure.add_subplot()
+    axes.bar(list(accuracy), list(accuracy.values()), color="tab:blue")
+    axes.set(xlabel="class", ylabel="accuracy", title="per-class accuracy (test)", ylim=(0, 1.02))
     return _save(figure, path)
 
 

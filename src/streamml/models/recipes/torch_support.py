@@ -7,7 +7,7 @@ tells the user to install the extra.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -169,16 +169,18 @@ def fit(
     seed: int,
     patience: int = 5,
     threads: int = 1,
+    on_epoch: Callable[[Any], None] | None = None,
 ) -> tuple[list[float], list[float]]:
     """Adam with mini-batches and early stopping on validation loss (keeps the best weights).
 
     ``loss`` is ``"bce"`` (module returns probabilities ``[N, 1]``, targets 0/1) or ``"nll"`` (module returns
     class probabilities, targets are class indices). ``threads`` is torch's intra-op thread count meanwhile.
+    ``on_epoch`` is called with the module after each epoch, in eval mode without gradients (to measure it).
     """
     torch = require_torch("training")
     with intra_op_threads(torch, threads):
         return _fit(torch, module, x_train, y_train, x_val, y_val, loss, epochs, batch_size, learning_rate, seed,
-                    patience)  # fmt: skip
+                    patience, on_epoch)  # fmt: skip
 
 
 def _fit(
@@ -194,6 +196,7 @@ def _fit(
     learning_rate: float,
     seed: int,
     patience: int,
+    on_epoch: Callable[[Any], None] | None,
 ) -> tuple[list[float], list[float]]:
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
@@ -234,6 +237,8 @@ def _fit(
         module.eval()
         with torch.inference_mode():
             val_losses.append(float(criterion(module(xv), yv)))
+            if on_epoch is not None:
+                on_epoch(module)
         if val_losses[-1] < best - 1e-6:
             best, stale = val_losses[-1], 0
             best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
