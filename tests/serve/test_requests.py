@@ -30,8 +30,9 @@ FEATURES = ["SEPAL_LENGTH", "SEPAL_WIDTH", "PETAL_LENGTH", "PETAL_WIDTH"]
 
 def test_reply_headers_are_picked_per_output_row() -> None:
     headers = [None, [(H_CORRELATION_ID, b"a"), ("other", b"x"), (H_REPLY_TOPIC, b"r")], [("other", b"y")]]
-    assert reply_headers([None, None], np.array([0, 1])) is None  # no headers at all: nothing to do
-    picked = reply_headers(headers, np.array([1, 0, -1, 2, 1]))
+    assert reply_headers([None, None], np.array([0, 1]), np.array([0, 1])) is None  # no headers: nothing to do
+    # output rows -> decoded rows (-1: an aggregate's row) -> batch records (decoded row 0 is record 1, ...)
+    picked = reply_headers(headers, np.array([0, 2, -1, 1, 0]), np.array([1, 2, 0]))
     assert picked == [[(H_CORRELATION_ID, b"a"), (H_REPLY_TOPIC, b"r")], [], [], [], [(H_CORRELATION_ID, b"a"),
                       (H_REPLY_TOPIC, b"r")]]  # fmt: skip
 

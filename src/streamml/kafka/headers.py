@@ -30,13 +30,14 @@ H_REPLY_PARTITION = "kafka_replyPartition"
 REPLY_HEADERS = frozenset({H_CORRELATION_ID, H_REPLY_TOPIC, H_REPLY_PARTITION})
 
 
-def reply_headers(headers: Sequence[Any], rows: np.ndarray) -> list[list[tuple[str, Any]]] | None:
-    """Per output record, the request/reply headers of the input record at ``rows`` (-1: none, an aggregate's
-    row); None when no input record carries headers at all (the usual case costs one scan)."""
+def reply_headers(headers: Sequence[Any], indices: np.ndarray, rows: np.ndarray) -> list[list[tuple[str, Any]]] | None:
+    """Per output record, the request/reply headers of the input record it came from: ``indices`` maps output
+    rows to decoded rows (-1: an aggregate's output, from no one record), ``rows`` decoded rows to the batch's
+    records. None when no record of the batch carries headers at all (the usual case costs one scan)."""
     if not any(headers):
         return None
     picked: list[list[tuple[str, Any]]] = []
-    for row in rows.tolist():
-        found = headers[row] if row >= 0 else None
+    for index in indices.tolist():
+        found = headers[int(rows[index])] if index >= 0 else None
         picked.append([(k, v) for k, v in found if k in REPLY_HEADERS] if found else [])
     return picked

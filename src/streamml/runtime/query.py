@@ -438,8 +438,7 @@ class PersistentQuery:
             headers: Any = None
             if model_version is not None:
                 headers = [(H_QUERY, self.query_id.encode()), (H_MODEL, model_version.encode())]
-            origin = np.where(result.indices >= 0, decoded.rows[np.maximum(result.indices, 0)], -1)
-            replies = reply_headers(batch.headers, origin)
+            replies = reply_headers(batch.headers, result.indices, decoded.rows)
             if replies is not None:
                 headers = [(headers or []) + reply for reply in replies]
             checkpoint.produce(self.sink_topic, out.values, out.keys, headers=headers, timestamps=out.timestamps)
