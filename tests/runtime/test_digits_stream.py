@@ -13,13 +13,13 @@ import pytest
 
 import streamml
 from streamml.config import Settings
+from streamml.ingest.digits import digit_picture
 from streamml.kafka import BatchConsumer, Producer, client_config
 from streamml.models.registry import Registry
 from streamml.runtime.control import publish_events
 from streamml.runtime.session import Session, wait_for
 from streamml.runtime.topics import dead_letter_topic
 from tests.runtime.conftest import running
-from tests.sql.test_images import digit_png
 
 pytest.importorskip("torch")
 PIXELS = "IMAGE_PIXELS(PNG, 8, 8, 16)"
@@ -36,7 +36,7 @@ def test_digits_trained_from_a_topic_of_pictures_score_above_97_percent(
     session.execute(f"CREATE STREAM digit_pictures (ID BIGINT, PNG VARCHAR, DIGIT INT) "
                     f"WITH (KAFKA_TOPIC='{pictures}', VALUE_FORMAT='JSON', PARTITIONS=1);")  # fmt: skip
     digits = load_digits()
-    records = [orjson.dumps({"ID": i, "PNG": base64.b64encode(digit_png(x)).decode(), "DIGIT": int(y)})
+    records = [orjson.dumps({"ID": i, "PNG": base64.b64encode(digit_picture(x, 32)).decode(), "DIGIT": int(y)})
                for i, (x, y) in enumerate(zip(digits.data, digits.target, strict=True))]  # fmt: skip
     records.append(orjson.dumps({"ID": 5000, "PNG": base64.b64encode(b"torn").decode(), "DIGIT": 1}))
     with Producer(client_config(settings)) as producer:

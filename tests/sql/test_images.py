@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import io
 from pathlib import Path
 
 import numpy as np
@@ -11,18 +10,8 @@ import pyarrow as pa
 import pytest
 
 from streamml.errors import SqlError
+from streamml.ingest.digits import digit_picture
 from streamml.sql import SqlEngine
-
-
-def digit_png(pixels: np.ndarray, size: int = 32, fmt: str = "PNG") -> bytes:
-    """scikit-learn's 8x8 digit (0..16) as a ``size`` x ``size`` grayscale picture, upscaled by repetition."""
-    from PIL import Image
-
-    gray = np.round(np.asarray(pixels, np.float64).reshape(8, 8) * 255 / 16).astype(np.uint8)
-    image = Image.fromarray(gray, mode="L").resize((size, size), Image.Resampling.NEAREST)
-    out = io.BytesIO()
-    image.save(out, format=fmt)
-    return out.getvalue()
 
 
 @pytest.fixture
@@ -38,7 +27,7 @@ def test_base64_and_bytes_decode_to_the_original_pixels(engine: SqlEngine) -> No
     from sklearn.datasets import load_digits
 
     digits = load_digits().data[:5]
-    pngs = [digit_png(d) for d in digits]
+    pngs = [digit_picture(d, 32) for d in digits]
     batch = pa.table({"ID": pa.array(range(5), pa.int64()), "IMG": [base64.b64encode(p).decode() for p in pngs],
                       "RAW": pa.array(pngs, pa.binary())})  # fmt: skip
     plan = engine.plan("SELECT IMAGE_PIXELS(IMG, 8, 8, 16) AS A, IMAGE_PIXELS(RAW, 8, 8, 16) AS B FROM pictures;")
@@ -46,14 +35,14 @@ def test_base64_and_bytes_decode_to_the_original_pixels(engine: SqlEngine) -> No
     for name in ("A", "B"):
         decoded = np.asarray(out.table.column(name).to_pylist())
         assert decoded.shape == (5, 64) and np.abs(decoded - digits).max() <= 16 / 255  # 8-bit rounding only
-    jpeg = digit_png(digits[0], fmt="JPEG")
+    jpeg = digit_picture(digits[0], 32, fmt="JPEG")
     again = plan.executor().execute(pa.table({"ID": pa.array([9], pa.int64()), "IMG": [base64.b64encode(jpeg).decode()],
                                               "RAW": pa.array([jpeg], pa.binary())}))  # fmt: skip
     assert np.abs(np.asarray(again.table.column("B").to_pylist()[0]) - digits[0]).max() < 4  # lossy, but a digit
 
 
 def test_undecodable_images_are_set_aside_with_the_reason(engine: SqlEngine) -> None:
-    good = base64.b64encode(digit_png(np.zeros(64))).decode()
+    good = base64.b64encode(digit_picture(np.zeros(64))).decode()
     batch = pa.table({"ID": pa.array(range(4), pa.int64()), "IMG": [good, base64.b64encode(b"not an image").decode(),
                       None, good], "RAW": pa.array([b""] * 4, pa.binary())})  # fmt: skip
     out = engine.plan("SELECT ID, IMAGE_PIXELS(IMG, 4, 4) AS P FROM pictures;").executor().execute(batch)
@@ -66,8 +55,8 @@ def test_paths_are_read_only_under_the_image_root(
     engine: SqlEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     (tmp_path / "images").mkdir()
-    (tmp_path / "images" / "one.png").write_bytes(digit_png(np.full(64, 16.0)))
-    (tmp_path / "secret.png").write_bytes(digit_png(np.zeros(64)))
+    (tmp_path / "images" / "one.png").write_bytes(digit_picture(np.full(64, 16.0)))
+    (tmp_path / "secret.png").write_bytes(digit_picture(np.zeros(64)))
     batch = pa.table({"ID": pa.array([0, 1], pa.int64()), "IMG": ["one.png", "../secret.png"],
                       "RAW": pa.array([b"", b""], pa.binary())})  # fmt: skip
     plan = engine.plan("SELECT ID, IMAGE_PIXELS(IMG, 8, 8) AS P FROM pictures;")

@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from streamml.cli.state import state
+from streamml.demos.digits import DigitsConfig, DigitsDemo, DigitsStats
 from streamml.demos.fraud import DemoConfig, FraudDemo, LiveStats
 from streamml.demos.maintenance import MaintenanceConfig, MaintenanceDemo, MaintenanceStats
 from streamml.demos.smoke import run_smoke
@@ -39,18 +40,19 @@ def smoke(ctx: typer.Context, events: int = typer.Option(50_000, min=1, help="Ho
     out.print(f"[bold green]ok[/]: {report.produced:,} events, each exactly once, on {report.bootstrap}")
 
 
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} ms"
+
+
 def _view(stats: LiveStats) -> Panel:
     def pct(x: float | None) -> str:
         return "-" if x is None else f"{x:.1%}"
-
-    def ms(x: float | None) -> str:
-        return "-" if x is None else f"{x:.1f} ms"
 
     table = Table.grid(padding=(0, 3))
     table.add_row("elapsed", f"{stats.elapsed_s:5.1f} s", "model", stats.model)
     table.add_row("live produced", f"{stats.produced:,}", "live scored", f"{stats.scored:,}")
     table.add_row("scoring rate", f"{stats.rate:,.0f} rec/s", "alerts", f"{stats.alerts:,}")
-    table.add_row("latency p50", ms(stats.p50_ms), "latency p99", ms(stats.p99_ms))
+    table.add_row("latency p50", _ms(stats.p50_ms), "latency p99", _ms(stats.p99_ms))
     q = stats.quality or {}
     window = f"window ending {q['window_end_ms']}, {q['labelled']:,} labelled" if q else "waiting for labels"
     table.add_row(
@@ -141,8 +143,43 @@ def maintenance(
     _run(demo, steps, lambda stats: _maintenance_view(stats or MaintenanceStats()), stops)
 
 
+def _digits_view(stats: DigitsStats) -> Panel:
+    table = Table.grid(padding=(0, 3))
+    table.add_row("elapsed", f"{stats.elapsed_s:5.1f} s", "model", stats.model)
+    table.add_row("questions asked", f"{stats.produced:,}", "answered", f"{stats.scored:,}")
+    table.add_row("answers per second", f"{stats.rate:,.0f}", "timeouts", f"{stats.timeouts:,}")
+    table.add_row("latency p50", _ms(stats.p50_ms), "latency p99", _ms(stats.p99_ms))
+    table.add_row("accuracy", "-" if stats.accuracy is None else f"{stats.accuracy:.1%}", "", "")
+    parts: list[RenderableType] = [table, *(Text(line, style="green") for line in stats.recent)]
+    return Panel(Group(*parts), title="digits: questions and answers over Kafka", border_style="cyan")
+
+
+@app.command()
+def digits(
+    ctx: typer.Context,
+    size: int = typer.Option(28, min=8, max=256, help="Pixels per side of each picture."),
+    epochs: int = typer.Option(30, min=1, help="Training epochs (early stopping may end sooner)."),
+    dont_train: bool = typer.Option(False, "--dont-train", help="Evaluate the saved model instead of training."),
+    live_seconds: float = typer.Option(20.0, min=1.0, help="How long the callers ask."),
+    callers: int = typer.Option(8, min=1, max=256, help="Callers asking at once, each awaiting its answer."),
+    output: Path = typer.Option(Path("digits-output"), "--output", "-o", help="Folder for the report and plots."),
+    stop_broker: bool = typer.Option(False, "--stop-broker", help="Stop the local broker at the end."),
+) -> None:
+    """Pictures to a topic, a CNN trained from it, the model as a query, questions and answers over Kafka."""
+    settings = state(ctx).settings
+    config = DigitsConfig(size=size, epochs=epochs, dont_train=dont_train, live_seconds=live_seconds,
+                          callers=callers, output_dir=output)  # fmt: skip
+    demo = DigitsDemo(settings, config, say=lambda line: out.print(f"• {line}", markup=False))
+    steps: list[tuple[str, Callable[[], object]]] = [("starting the broker ...", demo.start)]
+    if not dont_train:
+        steps.append(("writing labelled pictures ...", demo.write_pictures))
+    steps += [("training from the topic ..." if not dont_train else "", demo.train), ("", demo.deploy)]
+    stops: list[Callable[[], object]] = [LocalBroker(settings).stop] if stop_broker and not settings.bootstrap else []
+    _run(demo, steps, lambda stats: _digits_view(stats or DigitsStats()), stops)
+
+
 def _run(
-    demo: FraudDemo | MaintenanceDemo,
+    demo: FraudDemo | MaintenanceDemo | DigitsDemo,
     steps: list[tuple[str, Callable[[], object]]],
     view: Callable[[Any], Panel],
     stops: list[Callable[[], object]],
@@ -160,6 +197,8 @@ def _run(
                 step()
         with Live(view(None), console=out, refresh_per_second=4) as live:
             demo.run_live(lambda stats: live.update(view(stats)), stop)
+        if not out.is_terminal:
+            out.line()  # off a terminal the last view ends without a line break
         path = demo.report()
     except KeyboardInterrupt:
         stop.set()

@@ -395,7 +395,6 @@ class FraudDemo:
         """Write ``report.md`` and the training plots into the output folder; returns the report's path."""
         out = self.config.output_dir
         out.mkdir(parents=True, exist_ok=True)
-        registry = Registry(self.settings.registry_root)
         lines = ["# streamml fraud demo", "", f"Cluster: `{self.config_kafka['bootstrap.servers']}`", ""]
         lines += ["## Models", "", "| recipe | version | ROC AUC | PR AUC | precision | recall | F1 | threshold |",
                   "| --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
@@ -407,7 +406,7 @@ class FraudDemo:
                 f"{m.get('precision', 0):.3f} | {m.get('recall', 0):.3f} | {m.get('f1', 0):.3f} | "
                 f"{'-' if thr is None else f'{thr:.4g}'} |"
             )
-        lines += copy_plots(registry, self.versions.items(), out)
+        lines += copy_plots(self.versions.items(), out)
         if self.live is not None:
             s = self.live
             lines += [

@@ -3,12 +3,12 @@ latency line and training plots."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from streamml.models.registry import ModelVersion, Registry
+from streamml.models.registry import ModelVersion
 from streamml.runtime.metrics import LatencyHistogram
 
 
@@ -47,18 +47,22 @@ class LiveCounters:
         return f"- {what}: p50 {ms(q(0.5))}, p95 {ms(q(0.95))}, p99 {ms(q(0.99))}"
 
 
-def copy_plots(registry: Registry, versions: Iterable[tuple[str, ModelVersion]], out: Path) -> list[str]:
+def copy_plots(versions: Iterable[tuple[str, ModelVersion]], out: Path) -> list[str]:
     """Copy each version's training plots next to the report as ``<name>-<plot>``; the report's lines."""
     lines: list[str] = []
     for name, version in versions:
         lines += ["", f"### {name} ({version.ref})"]
-        for plot in version.card.plots:
-            target = out / f"{name}-{Path(plot).name}"
-            with registry.fs.open(registry._strip(f"{version.uri}/{plot}"), "rb") as src, target.open("wb") as dst:
-                shutil.copyfileobj(src, dst)
+        for plot, data in version.plots().items():
+            target = out / f"{name}-{plot}"
+            target.write_bytes(data)
             lines.append(f"\n![{name} {Path(plot).stem}]({target.name})")
     return lines
 
 
 def ms(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1f} ms"
+
+
+def num(value: Any, digits: int = 3) -> str:
+    """A metric for a report: ``digits`` decimals, or ``n/a`` when there is none."""
+    return "n/a" if value is None else f"{float(value):.{digits}f}"

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from streamml.config import Settings
-from streamml.demos.live import LiveCounters, copy_plots
+from streamml.demos.live import LiveCounters, copy_plots, num
 from streamml.formats import get_format
 from streamml.ingest.car_stream import MqttPublisher, fleet_batches, stream_fleet
 from streamml.ingest.cars import DEFAULT_RATE, FAILURE_MODES, KSQL_NAMES, SENSOR_FIELDS, CarFleet
@@ -281,8 +281,8 @@ class MaintenanceDemo:
             self.versions[recipe] = version
             m = version.card.metrics
             spent = self.timings[f"train {recipe}"]
-            self.say(f"trained {recipe} -> {version.ref}: precision {_num(m.get('precision'))}, recall "
-                     f"{_num(m.get('recall'))}, F1 {_num(m.get('f1'))} ({spent:.0f} s)")  # fmt: skip
+            self.say(f"trained {recipe} -> {version.ref}: precision {num(m.get('precision'))}, recall "
+                     f"{num(m.get('recall'))}, F1 {num(m.get('f1'))} ({spent:.0f} s)")  # fmt: skip
             events.append(registry.promote(name, version.version))
         publish_events(self.settings, events)
         return self.versions
@@ -372,7 +372,6 @@ class MaintenanceDemo:
         """Write ``report.md`` and the training plots into the output folder; returns the report's path."""
         out = self.config.output_dir
         out.mkdir(parents=True, exist_ok=True)
-        registry = Registry(self.settings.registry_root)
         c = self.config
         lines = ["# streamml predictive maintenance demo", "",
                  f"{c.cars} cars over MQTT `{self.mqtt[0]}:{self.mqtt[1]}` into Kafka "
@@ -383,8 +382,8 @@ class MaintenanceDemo:
                  "| --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
         for recipe, version in self.versions.items():
             m = version.card.metrics
-            lines.append(f"| {recipe} | {version.ref} | {_num(m.get('precision'))} | {_num(m.get('recall'))} | "
-                         f"{_num(m.get('f1'))} | {_num(m.get('lead_time_median'), 1)} | "
+            lines.append(f"| {recipe} | {version.ref} | {num(m.get('precision'))} | {num(m.get('recall'))} | "
+                         f"{num(m.get('f1'))} | {num(m.get('lead_time_median'), 1)} | "
                          f"{_share(m.get('failures_caught'))} |")  # fmt: skip
         if self.live is not None:
             s, m = self.live, self.live_metrics
@@ -392,13 +391,13 @@ class MaintenanceDemo:
                 "", "## Live scoring (readings after the training range)", "",
                 f"- readings scored: {s.scored:,} of {s.produced:,} published, by {s.model}",
                 s.latency_line("latency (reading in Kafka to committed prediction)"),
-                f"- failure prediction: precision {_num(m.get('precision'))}, recall {_num(m.get('recall'))}, "
-                f"F1 {_num(m.get('f1'))}, lead time median {_num(m.get('lead_time_median'), 1)} readings "
-                f"(mean {_num(m.get('lead_time_mean'), 1)}), failures caught {_share(m.get('failures_caught'))} "
+                f"- failure prediction: precision {num(m.get('precision'))}, recall {num(m.get('recall'))}, "
+                f"F1 {num(m.get('f1'))}, lead time median {num(m.get('lead_time_median'), 1)} readings "
+                f"(mean {num(m.get('lead_time_mean'), 1)}), failures caught {_share(m.get('failures_caught'))} "
                 f"of {m.get('failures', 0)}",
                 f"- alerts: {s.alerts:,}; failures seen: {s.failures:,}",
             ]  # fmt: skip
-        lines += copy_plots(registry, self.versions.items(), out)
+        lines += copy_plots(self.versions.items(), out)
         lines += ["", "## Timings", "", *(f"- {k}: {v:.1f} s" for k, v in self.timings.items())]
         path = out / "report.md"
         path.write_text("\n".join(lines) + "\n")
@@ -411,10 +410,6 @@ class MaintenanceDemo:
             thread.join(60)
         if self.bridge is not None:
             self.bridge.close()
-
-
-def _num(value: Any, digits: int = 3) -> str:
-    return "n/a" if value is None else f"{float(value):.{digits}f}"
 
 
 def _share(value: Any) -> str:

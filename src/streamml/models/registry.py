@@ -140,6 +140,13 @@ class ModelVersion:
             return read_artifact(self.model_uri)[0]
         return bytes(self.registry.fs.cat_file(self.registry._strip(self.model_uri)))
 
+    def plots(self) -> dict[str, bytes]:
+        """The training plots on this version's card: file name (``loss.png``) -> PNG bytes."""
+        if self.registry is None:
+            raise RegistryError(f"{self.ref} was not read from a registry: its plots are not at hand")
+        fs, strip = self.registry.fs, self.registry._strip
+        return {plot.rsplit("/", 1)[-1]: bytes(fs.cat_file(strip(f"{self.uri}/{plot}"))) for plot in self.card.plots}
+
     def load(self, **options: Any) -> OnnxModel:
         """Load the artifact into ONNX Runtime (``options`` as for :meth:`OnnxModel.load`)."""
         if self.card.remote is not None:

@@ -40,7 +40,7 @@ def images_from_column(column: pa.Array | pa.ChunkedArray, height: int, width: i
 
 
 class ImageRecipe:
-    """Two conv layers + linear head; output ``probabilities`` over the label's classes."""
+    """Conv blocks + linear head (see :func:`image_module`); output ``probabilities`` over the label's classes."""
 
     name = "image"
     default_params: Mapping[str, Any] = {

@@ -103,12 +103,12 @@ def accuracy_curve(series: Mapping[str, Sequence[float]], path: Path) -> Path:
     return _save(figure, path)
 
 
-def per_class_accuracy(accuracy: Mapping[str, float], path: Path) -> Path:
-    """Accuracy (recall) of each class on the test split, as bars."""
+def per_class_accuracy(accuracy: Mapping[str, float], path: Path, title: str = "per-class accuracy (test)") -> Path:
+    """Accuracy (recall) of each class, as bars (by default: on the test split)."""
     figure = Figure(figsize=(1.5 + 0.5 * len(accuracy), 3.5))
     axes = figure.add_subplot()
     axes.bar(list(accuracy), list(accuracy.values()), color="tab:blue")
-    axes.set(xlabel="class", ylabel="accuracy", title="per-class accuracy (test)", ylim=(0, 1.02))
+    axes.set(xlabel="class", ylabel="accuracy", title=title, ylim=(0, 1.02))
     return _save(figure, path)
 
 

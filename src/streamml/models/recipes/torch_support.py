@@ -115,23 +115,26 @@ def standardisation(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def image_module(height: int, width: int, classes: int, scale: float) -> Any:
-    """``[N, 1, H, W]`` raw pixels -> class probabilities ``[N, classes]``; pixel scaling is inside."""
+    """``[N, 1, H, W]`` raw pixels -> class probabilities ``[N, classes]``; pixel scaling is inside.
+
+    Conv blocks (3x3 conv, ReLU, 2x2 max pool) with 16, 32, 64 ... channels, two for pictures up to 15 pixels
+    a side and one more per doubling, so the last block sees most of a picture of any size."""
     torch = require_torch("image")
     nn = torch.nn
+    blocks = 2 + max(0, int(np.log2(max(min(height, width), 1) / 8)))
+    layers: list[Any] = []
+    channels, h, w = 1, height, width
+    for block in range(blocks):
+        out = 16 * 2**block
+        layers += [nn.Conv2d(channels, out, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
+        channels, h, w = out, h // 2, w // 2
 
     class SmallCnn(nn.Module):  # type: ignore[name-defined]
         def __init__(self) -> None:
             super().__init__()
             self.register_buffer("scale", torch.tensor(1.0 / scale))
-            self.features = nn.Sequential(
-                nn.Conv2d(1, 16, 3, padding=1),
-                nn.ReLU(),
-                nn.MaxPool2d(2),
-                nn.Conv2d(16, 32, 3, padding=1),
-                nn.ReLU(),
-                nn.MaxPool2d(2),
-            )
-            self.head = nn.Linear(32 * (height // 4) * (width // 4), classes)
+            self.features = nn.Sequential(*layers)
+            self.head = nn.Linear(channels * h * w, classes)
 
         def forward(self, x: Any) -> Any:
             hidden = self.features(x * self.scale)
