@@ -95,9 +95,14 @@ def test_predict_scores_every_record_with_provenance(
         producer.produce_batch(source, tx_values(3000, seed=5), [str(i).encode() for i in range(3000)])
     setup_pipeline(scoring, source, sink)
     scoring.execute("CREATE STREAM alerts AS SELECT * FROM scored WHERE p->is_anomaly;")
+    plain = unique("plain")  # no PREDICT: its records name no model, though its runner serves one
+    scoring.execute(f"CREATE STREAM plain WITH (KAFKA_TOPIC='{plain}') AS SELECT Id FROM tx;")
     with running(scoring) as runner:
         assert wait_for(lambda: len(read(kafka_config, sink)) >= 3000, 90)
+        assert wait_for(lambda: len(read(kafka_config, plain)) >= 3000, 90)
         out = read(kafka_config, sink)
+        assert all("streamml.model.version" not in h for _, _, _, h in read(kafka_config, plain))
+        assert next(m for m in runner.status() if "PLAIN" in m.query_id).model_versions == {}
         scorer = next(m for m in runner.status() if m.records_out >= 3000)
     # every stage of the loop was timed, per batch, and is in the status snapshot and the Prometheus export
     stages = scorer.snapshot()["stages"]

@@ -92,3 +92,10 @@ def test_bad_definitions_are_refused_with_their_position(engine: SqlEngine, stat
     with pytest.raises(SqlError, match=message) as raised:
         engine.execute(statement)
     assert raised.value.line == 1
+
+
+def test_a_plan_names_the_constant_arguments_of_its_calls(engine: SqlEngine) -> None:
+    engine.execute("CREATE FUNCTION anomaly AS PREDICT('sensor-ae')->score;")
+    plan = engine.plan("SELECT car, ANOMALY(a, b) AS s, PREDICT('fraud', a)->score AS f FROM readings;")
+    assert plan.constant_arguments("predict") == {("sensor-ae", None, None), ("fraud", None)}
+    assert engine.plan("SELECT car, a FROM readings;").constant_arguments("PREDICT") == set()

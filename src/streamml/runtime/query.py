@@ -87,6 +87,8 @@ class PersistentQuery:
         self.metrics = metrics or QueryMetrics(query_id)
         #: serves PREDICT; asked at each batch boundary which model versions are in force (hot swap)
         self.provider = provider
+        #: the models this query's PREDICT calls name: only they are on its records and in its status
+        self.model_refs = {c[0] for c in plan.constant_arguments("PREDICT") if c and isinstance(c[0], str)}
         self._lag_checked = 0.0
         self.config = client_config(settings)
         self.admin = Admin(self.config, timeout_s=settings.request_timeout_s)
@@ -328,7 +330,8 @@ class PersistentQuery:
     # -- processing ---------------------------------------------------------------------------------------
     def _process(self, batch: RecordBatch, decoded: DecodedBatch | None = None) -> None:
         assert self.checkpoint is not None
-        versions = self.provider.at_batch_boundary() if self.provider is not None else {}
+        pinned = self.provider.at_batch_boundary() if self.provider is not None else {}
+        versions = {ref: label for ref, label in pinned.items() if ref in self.model_refs}
         model_version = ",".join(f"{k}:{v}" for k, v in sorted(versions.items())) or None
         dead = DeadLetters()
         self._spent = dict.fromkeys(_PROCESS_STAGES, 0.0)

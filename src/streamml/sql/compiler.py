@@ -95,6 +95,8 @@ class UdfUse:
     duckdb_name: str
     #: the first argument is the input row id (the function may reject rows)
     row_ids: bool = False
+    #: the constant arguments of each call with this signature (None where an argument is not constant)
+    constants: frozenset[tuple[Any, ...]] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -433,9 +435,10 @@ class ExpressionCompiler:
 
     def _user_call(self, user: UserFunction, e: ast.FunctionCall, args: list[Typed]) -> Typed:
         arg_types = [a.type for a in args]
+        constants = [a.value if a.is_constant else None for a in args]
         try:
             user.check_arguments(arg_types)
-            result = user.result_type(arg_types, [a.value if a.is_constant else None for a in args])
+            result = user.result_type(arg_types, constants)
         except SqlError as exc:
             raise self.where.error(exc.message, e.pos, exc.hint) from None
         declared = list(user.params) if user.params is not None else arg_types
@@ -447,7 +450,8 @@ class ExpressionCompiler:
         if row_ids:
             declared, cast_args = [BIGINT, *declared], [str(self.row_id), *cast_args]
         name = user.duckdb_name(declared, result)
-        self.udf_uses[name] = UdfUse(user, tuple(declared), result, name, row_ids)
+        known = self.udf_uses[name].constants if name in self.udf_uses else frozenset()
+        self.udf_uses[name] = UdfUse(user, tuple(declared), result, name, row_ids, known | {tuple(constants)})
         call = f"{name}({', '.join(cast_args)})"
         self.udf_calls.append(call)
         return Typed(call, result)

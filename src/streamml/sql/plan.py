@@ -8,7 +8,7 @@ compiles it into a :class:`streamml.sql.executor.QueryExecutor`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
@@ -156,6 +156,16 @@ class QueryPlan:
     @property
     def stateful(self) -> bool:
         return self.kind != STATELESS
+
+    def constant_arguments(self, function: str) -> set[tuple[Any, ...]]:
+        """The constant arguments of every call of user function ``function`` in this plan, windowed or not
+        (``PREDICT('fraud', x)`` gives ``('fraud', None)``)."""
+        name = function.upper()
+        found = {c for use in self.udfs if use.function.name.upper() == name for c in use.constants}
+        for call in self.sequence.calls if self.sequence is not None else ():
+            if call.function.name.upper() == name:
+                found.add(tuple(a.value if a.is_constant else None for a in call.arguments))
+        return found
 
     def output_schema(self) -> pa.Schema:
         """Arrow schema of :attr:`BatchResult.table` (key columns first, then value columns)."""
