@@ -57,3 +57,6 @@ def test_notebook_runs(bootstrap: str, tmp_path: Path, repo_root: Path) -> None:
     # at least the 3 s at 500/s; more while the retraining the drift triggers decides
     assert scored and scored.group(1) == scored.group(2) and int(scored.group(1).replace(",", "")) >= 1_500, outputs
     assert (tmp_path / "out" / "report.md").exists()
+    # the Keras autoencoder trained in the notebook, imported and scored in the stream
+    assert re.search(r"fraud-keras:1: STRUCT<score DOUBLE, is_anomaly BOOLEAN>, parity \d", outputs), outputs
+    assert re.search(r"fraud-keras in the stream: \d+% of [1-9]\d* frauds flagged", outputs), outputs

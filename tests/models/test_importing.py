@@ -104,7 +104,9 @@ def test_keras_models_on_the_pytorch_backend(tmp_path: Path, sample: Path) -> No
     os.environ.setdefault("KERAS_BACKEND", "torch")
     with keras_without_tensorflow():
         keras = pytest.importorskip("keras")
-        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(14, activation="tanh"),
+        # like the fraud demo's: an activity regularizer adds a training loss (tracing it must not fix the batch)
+        l1 = keras.regularizers.l1(1e-5)
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(14, activation="tanh", activity_regularizer=l1),
                                   keras.layers.Dense(7, activation="tanh"), keras.layers.Dense(4)])  # fmt: skip
         model.save(tmp_path / "autoencoder.keras")
         model.save(tmp_path / "autoencoder.h5")
@@ -115,6 +117,22 @@ def test_keras_models_on_the_pytorch_backend(tmp_path: Path, sample: Path) -> No
         expected = np.asarray(model.predict(np.column_stack([x.column(f) for f in FEATURES]), verbose=0))
         actual = version.load().predict(np.column_stack([x.column(f) for f in FEATURES]).astype(np.float32))
         assert np.abs(next(iter(actual.values())) - expected).max() <= 1e-4
+
+    # the same model as an autoencoder: the reconstruction error is in the graph, the threshold from the sample
+    version = _import(tmp_path, tmp_path / "autoencoder.keras", sample, autoencoder=True, threshold_quantile=0.9)
+    x = read_sample(sample)
+    rows = np.column_stack([x.column(f) for f in FEATURES]).astype(np.float32)
+    error = ((rows - np.asarray(model.predict(rows, verbose=0))) ** 2).mean(axis=1)
+    scored = version.load().predict(rows)["score"]
+    assert np.abs(scored - error).max() <= 1e-5
+    assert version.card.threshold == pytest.approx(float(np.quantile(scored.astype(np.float64), 0.9)))
+    assert version.card.sql_type == "STRUCT<score DOUBLE, is_anomaly BOOLEAN>"
+    flags = version.card.output.postprocess({"score": scored}, version.card.threshold).field("is_anomaly")
+    assert sum(flags.to_pylist()) == int((scored >= version.card.threshold).sum()) > 0
+    with pytest.raises(ModelError, match="not an autoencoder"):
+        narrow = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+        narrow.save(tmp_path / "narrow.keras")
+        _import(tmp_path, tmp_path / "narrow.keras", sample, autoencoder=True)
 
 
 def test_formats_without_a_converter_here_are_refused_with_what_they_need(tmp_path: Path, sample: Path) -> None:

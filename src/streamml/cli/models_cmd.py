@@ -184,15 +184,24 @@ def import_(
         None, "--sample", help="Sample rows (CSV, Parquet, JSON lines): one column per feature."
     ),
     trust: bool = typer.Option(False, "--trust", help="Allow unpickling (only for files you produced yourself)."),
+    autoencoder: bool = typer.Option(
+        False, "--autoencoder", help="It reconstructs its input: score rows by their reconstruction error."
+    ),
+    threshold: float | None = typer.Option(
+        None, "--threshold", help="With --autoencoder: the anomaly threshold (default: the sample's 0.99 quantile)."
+    ),
     promote: bool = typer.Option(False, "--promote", help="Point the production alias at it."),
     publish: bool = _PUBLISH,
 ) -> None:
     """Convert a model trained elsewhere to ONNX, check parity on the sample, and register it."""
     from streamml.models.importing import import_model, read_sample
 
+    if threshold is not None and not autoencoder:
+        raise InputError("--threshold applies to an --autoencoder")
     table = read_sample(sample) if sample is not None else None
     reg = registry(ctx)
-    version = import_model(reg, path, name=name, sample=table, trust=trust)
+    version = import_model(reg, path, name=name, sample=table, trust=trust, autoencoder=autoencoder,
+                           threshold=threshold)  # fmt: skip
     parity = version.card.parity
     checked = f"parity {parity.max_abs_diff:.2g} on {parity.rows} rows" if parity is not None else "no parity check"
     out.print(f"imported {path.name} as [bold]{version.ref}[/] ({version.card.framework}; {checked}; "

@@ -30,7 +30,7 @@ import numpy as np
 import pyarrow as pa
 
 from streamml.errors import InputError, ModelError
-from streamml.models.card import ModelCard
+from streamml.models.card import ModelCard, OutputSpec
 from streamml.models.export import Exported, export_torch, import_onnx, import_sklearn
 from streamml.models.registry import ModelVersion, Registry
 from streamml.models.runtime import OnnxModel
@@ -39,6 +39,8 @@ from streamml.models.stats import reference_stats
 PICKLES = (".pkl", ".pickle", ".joblib")
 TORCH = (".pt", ".pth", ".pt2")
 KERAS = (".keras", ".h5")
+#: an imported autoencoder's reconstruction error
+SCORE = "score"
 
 
 def read_sample(path: str | os.PathLike[str]) -> pa.Table:
@@ -110,24 +112,83 @@ def import_model(
     sample: pa.Table | None = None,
     trust: bool = False,
     description: str | None = None,
+    autoencoder: bool = False,
+    threshold: float | None = None,
+    threshold_quantile: float = 0.99,
 ) -> ModelVersion:
-    """Convert, check and register the model at ``path`` as a new version of ``name``."""
+    """Convert, check and register the model at ``path`` as a new version of ``name``.
+
+    ``autoencoder``: the model reconstructs its input; its graph gets the mean squared reconstruction error
+    per row as output ``score`` and ``PREDICT`` returns ``STRUCT<score, is_anomaly>``, anomalous from
+    ``threshold``, or else from the ``threshold_quantile`` of the sample's scores."""
     x = sample_matrix(sample) if sample is not None else None
     exported = convert(path, x, trust=trust)
-    model = OnnxModel(exported.onnx_bytes, source=os.fspath(path))
+    onnx_bytes = reconstruction_error_graph(exported.onnx_bytes) if autoencoder else exported.onnx_bytes
+    model = OnnxModel(onnx_bytes, source=os.fspath(path))
     features: list[str] = []
     reference = None
+    scores = None
     if sample is not None and x is not None:
         width = _width(model)
         if width is not None and width != x.shape[1]:
             raise InputError(f"the sample has {x.shape[1]} columns, the model reads {width} features",
                              hint="keep exactly the feature columns, in the model's order")  # fmt: skip
         features = list(sample.column_names)
-        reference = reference_stats(x, features, _scalar_outputs(model.predict(x), len(x)))
+        outputs = model.predict(x)
+        scores = outputs.get(SCORE) if autoencoder else None
+        reference = reference_stats(x, features, _scalar_outputs(outputs, len(x)))
+    extra: dict[str, Any] = {}
+    if autoencoder:
+        extra["output"] = OutputSpec.anomaly(SCORE)
+        if threshold is not None:
+            extra.update(threshold=float(threshold), threshold_rule="given")
+        elif scores is not None:
+            extra["threshold"] = float(np.quantile(np.asarray(scores, np.float64), threshold_quantile))
+            extra["threshold_rule"] = f"{threshold_quantile:g} quantile of the sample's reconstruction error"
     card = ModelCard(name=name, framework=exported.framework, framework_version=exported.framework_version,
                      features=features, parity=exported.parity, reference=reference,
-                     description=description or f"imported from {Path(path).name}")  # fmt: skip
-    return registry.register(name, exported.onnx_bytes, card)
+                     description=description or f"imported from {Path(path).name}", **extra)  # fmt: skip
+    return registry.register(name, onnx_bytes, card)
+
+
+def reconstruction_error_graph(onnx_bytes: bytes) -> bytes:
+    """An autoencoder's graph (one input, its reconstruction as the first output) with the per-row mean
+    squared reconstruction error added as output ``score``."""
+    import onnx
+    from onnx import helper
+
+    model = onnx.load_from_string(onnx_bytes)
+    graph = model.graph
+    constants = {init.name for init in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in constants]
+    if len(inputs) != 1 or not graph.output:
+        found = f"this model reads {len(inputs)} inputs and returns {len(graph.output)} outputs"
+        raise ModelError("an autoencoder reads one input and returns its reconstruction", hint=found)
+    x, reconstruction = inputs[0], graph.output[0]
+    x_shape, out_shape = (_dims(v) for v in (x, reconstruction))
+    if len(x_shape) != 2 or x_shape[1:] != out_shape[1:] or x.type.tensor_type.elem_type != _elem(reconstruction):
+        raise ModelError("not an autoencoder: its first output does not have its input's shape and type",
+                         hint=f"input {x_shape}, output {reconstruction.name} {out_shape}")  # fmt: skip
+    opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
+    names = [f"streamml_reconstruction_{part}" for part in ("diff", "squared", "axes")]
+    graph.node.extend([helper.make_node("Sub", [x.name, reconstruction.name], [names[0]]),
+                       helper.make_node("Mul", [names[0], names[0]], [names[1]])])  # fmt: skip
+    if opset >= 18:  # from opset 18 the axes are an input
+        graph.initializer.append(helper.make_tensor(names[2], onnx.TensorProto.INT64, [1], [1]))
+        graph.node.append(helper.make_node("ReduceMean", [names[1], names[2]], [SCORE], keepdims=0))
+    else:
+        graph.node.append(helper.make_node("ReduceMean", [names[1]], [SCORE], axes=[1], keepdims=0))
+    graph.output.append(helper.make_tensor_value_info(SCORE, _elem(reconstruction), [x_shape[0]]))
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def _dims(value: Any) -> list[int | str]:
+    return [d.dim_value if d.HasField("dim_value") else d.dim_param for d in value.type.tensor_type.shape.dim]
+
+
+def _elem(value: Any) -> int:
+    return int(value.type.tensor_type.elem_type)
 
 
 def _scalar_outputs(outputs: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
@@ -209,6 +270,10 @@ def _keras_module(model: Any) -> Any:
             self.model = model
 
         def forward(self, x: Any) -> Any:
-            return self.model(x)
+            return self.model(x, training=False)
 
+    # an activity regularizer only adds a training loss, but tracing it pins the batch size: drop it
+    for layer in model._flatten_layers(include_self=True, recursive=True):
+        if getattr(layer, "activity_regularizer", None) is not None:
+            layer.activity_regularizer = None
     return KerasCall()
