@@ -243,9 +243,28 @@ def test_varchar_takes_any_json_value_as_its_text(with_map: bool) -> None:
     """As in ksqlDB; a schema with a MAP is read row by row and must agree with the vectorised reader."""
     fields = [("s", pa.string()), ("n", pa.int64())] + ([("m", pa.map_(pa.string(), pa.int64()))] if with_map else [])
     fmt = JsonFormat(pa.schema(fields))
-    decoded = fmt.decode([b'{"s": 5, "n": 1}', b'{"s": true, "n": 2}', b'{"s": "x", "n": 3}', b'{"s": 1, "n": "2"}'])
+    decoded = fmt.decode([b'{"s": 5, "n": 1}', b'{"s": true, "n": 2}', b'{"s": "x", "n": 3}', b'{"s": 1, "n": "two"}'])
     assert decoded.table.column("s").to_pylist() == ["5", "true", "x"]
-    assert [(f.index, f.reason) for f in decoded.failures] == [(3, "field 'n': expected int64, got string '2'")]
+    assert [(f.index, f.reason) for f in decoded.failures] == [(3, "field 'n': expected int64, got string 'two'")]
+
+
+@pytest.mark.parametrize("first_as_text", [False, True], ids=["among numbers", "whole batch as text"])
+def test_numbers_and_booleans_written_as_text_convert_as_in_ksqldb(first_as_text: bool) -> None:
+    schema = pa.schema([("i", pa.int32()), ("d", pa.float64()), ("b", pa.bool_()), ("c", pa.decimal128(6, 2))])
+    texts = [b'{"i": "2", "d": "2.5", "b": "TRUE", "c": "3.5"}', b'{"i": "-7", "d": "1e3", "b": "false", "c": "0.25"}']
+    numbers = [b'{"i": 1, "d": 1.5, "b": true, "c": 1.25}']
+    bad = [b'{"i": "2.5"}', b'{"i": "99999999999"}', b'{"b": "yes"}', b'{"d": "one"}']
+    decoded = JsonFormat(schema).decode((texts + numbers if first_as_text else numbers + texts) + bad)
+    rows = {r["i"]: r for r in decoded.table.to_pylist()}
+    assert rows[2] == {"i": 2, "d": 2.5, "b": True, "c": decimal.Decimal("3.50")}
+    assert rows[-7] == {"i": -7, "d": 1000.0, "b": False, "c": decimal.Decimal("0.25")}
+    assert rows[1]["d"] == 1.5 and len(rows) == 3
+    assert [f.reason for f in decoded.failures] == [
+        "field 'i': expected int32, got string '2.5'",
+        "field 'i': expected int32, got 99999999999 (out of range)",
+        "field 'b': expected bool, got string 'yes'",
+        "field 'd': expected double, got string 'one'",
+    ]
 
 
 def test_narrow_integers_decimals_and_times_are_read_exactly_with_range_checks() -> None:

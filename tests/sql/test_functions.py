@@ -57,6 +57,9 @@ def evaluate(engine: SqlEngine, expr: str, **columns: list[Any]) -> list[Any]:
         ("TIMESTAMPTOSTRING(0, 'yyyy-MM-dd''T''HH:mm', 'Europe/Berlin')", "1970-01-01T01:00"),
         ("STRINGTOTIMESTAMP('2020-01-02 03:04:05.678', 'yyyy-MM-dd HH:mm:ss.SSS')", 1577934245678),
         ("STRINGTOTIMESTAMP('nope', 'yyyy-MM-dd')", None),
+        # an X offset reads 'Z' as UTC, and numeric offsets
+        ("STRINGTOTIMESTAMP('2018-05-11T21:58:33Z', 'yyyy-MM-dd''T''HH:mm:ssX')", 1526075913000),
+        ("STRINGTOTIMESTAMP('2018-05-11T21:58:33+02:00', 'yyyy-MM-dd''T''HH:mm:ssXXX')", 1526068713000),
         ("STRINGTOTIMESTAMP('1970-01-01 01:00', 'yyyy-MM-dd HH:mm', 'Europe/Berlin')", 0),
         ("CASE WHEN 1 > 2 THEN 'a' WHEN 2 > 1 THEN 'b' ELSE 'c' END", "b"),
         ("CASE 2 WHEN 1 THEN 'one' WHEN 2 THEN 'two' END", "two"),

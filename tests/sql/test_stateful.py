@@ -168,3 +168,20 @@ def test_stream_stream_join_within(agg_engine: SqlEngine) -> None:
     fresh.restore(0, data)
     third = fresh.execute(pa.table({"USER": ["u2"], "PAGE": ["p3"]}), {"ROWTIME": [100_000]})
     assert third.table.to_pylist() == [{"USER": "u2", "PAGE": "p3", "AMOUNT": 1.0}]
+
+
+def test_a_timestamp_column_is_the_records_time(agg_engine: SqlEngine) -> None:
+    """TIMESTAMP='ts': ROWTIME and the output records' timestamps are the column's, as in ksqlDB."""
+    agg_engine.execute(
+        "CREATE STREAM texts (v INT, at VARCHAR) WITH (KAFKA_TOPIC='x', VALUE_FORMAT='JSON', TIMESTAMP='at', "
+        "TIMESTAMP_FORMAT='yyyy-MM-dd''T''HH:mm:ssX');"
+    )
+    out = (
+        agg_engine.plan("SELECT v, ROWTIME AS rt FROM timed EMIT CHANGES;")
+        .executor()
+        .execute(pa.table({"host": ["a", "b"], "ts": [1_000, None], "v": [1, 2]}), {"ROWTIME": [7, 8]})
+    )
+    assert out.table.column("RT").to_pylist() == [1_000, 8] and out.timestamps.to_pylist() == [1_000, 8]
+    parsed = agg_engine.plan("SELECT v FROM texts EMIT CHANGES;").executor()
+    stamps = parsed.execute(pa.table({"v": [1], "at": ["2018-05-11T21:58:33Z"]}), {"ROWTIME": [0]}).timestamps
+    assert stamps.to_pylist() == [1526075913000]

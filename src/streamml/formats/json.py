@@ -13,6 +13,8 @@ days for DATE), BYTES are base64 strings, NaN and infinities are written as null
 from __future__ import annotations
 
 import base64
+import decimal
+import re
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -47,6 +49,7 @@ _ROWWISE_BELOW = 1024
 _LBRACE, _RBRACE = 0x7B, 0x7D
 #: integer types the JSON reader has no column for: read as INT32, then narrowed with a range check
 _NARROW_INTEGERS = frozenset({pa.int8(), pa.int16(), pa.uint8(), pa.uint16()})
+_INTEGER_TEXT = re.compile(r"[+-]?[0-9]+")
 
 
 class JsonFormat(Format):
@@ -166,7 +169,8 @@ class JsonFormat(Format):
         if buf is None:
             buf = b"\n".join(chunk)
             max_len = max(map(len, chunk))
-        if not self._vectorised:
+        if not self._vectorised or (len(chunk) > 1 and _numbers_as_text(sample, self.schema)):
+            # numbers written as text: the reader would reject every record and bisect down to each one
             return self._decode_python(chunk)
         if self.schema is None:
             block = max(min(len(buf) // 2 + 1, _MAX_BLOCK), max_len + 2, 4096)
@@ -178,7 +182,13 @@ class JsonFormat(Format):
         try:
             table = pl.read_ndjson(buf, schema=frame_schema).to_arrow()
         except PanicException as exc:  # a reader bug must cost the batch a bisection, never the worker
+            if len(chunk) == 1:
+                return self._decode_python(chunk)
             raise ValueError(f"JSON reader failed: {exc}") from None
+        except Exception:
+            if len(chunk) == 1:  # isolated: convert as ksqlDB does ("2" for an INT), or say why not
+                return self._decode_python(chunk)
+            raise
         columns = []
         for read, read_field, field in zip(table.columns, read_schema, self.schema, strict=True):
             # Polars hands out large strings and lists
@@ -400,8 +410,11 @@ def _mismatch(value: Any, t: pa.DataType) -> str | None:
         return None
     got = f"got {_kind(value)} {describe_value(value) if not isinstance(value, dict | list) else ''}".rstrip()
     is_number = isinstance(value, int | float) and not isinstance(value, bool)
+    if isinstance(value, str) and (converted := _from_text(value, t)) is not None:
+        value = converted  # a number or boolean as text, converted as ksqlDB converts it
+        is_number = not isinstance(value, bool)
     if pat.is_floating(t) or pat.is_decimal(t):
-        ok = is_number or (pat.is_decimal(t) and isinstance(value, str))
+        ok = is_number
     elif pat.is_integer(t) or pat.is_temporal(t):
         ok = is_number and isinstance(value, int)
         if ok and pat.is_integer(t):
@@ -455,6 +468,8 @@ def _to_python(value: Any, t: pa.DataType) -> Any:
         return base64.b64decode(value, validate=True)
     if (pat.is_string(t) or pat.is_large_string(t)) and not isinstance(value, str):
         return orjson.dumps(value).decode()
+    if isinstance(value, str) and (converted := _from_text(value, t)) is not None:
+        return converted
     if pat.is_map(t):
         return [(k, _to_python(v, t.item_type)) for k, v in value.items()]
     if pat.is_struct(t):
@@ -463,6 +478,32 @@ def _to_python(value: Any, t: pa.DataType) -> Any:
     if is_list_like(t):
         return [_to_python(v, t.value_type) for v in value]
     return value
+
+
+def _numbers_as_text(sample: dict[str, Any] | None, schema: pa.Schema | None) -> bool:
+    """Whether the batch's sample holds a number or boolean column's value as text."""
+    if not sample or schema is None:
+        return False
+    types = {f.name.lower(): f.type for f in schema}
+    return any(
+        isinstance(v, str) and not pat.is_string(t := types[k.lower()]) and _from_text(v, t) is not None
+        for k, v in sample.items()
+        if k.lower() in types
+    )
+
+
+def _from_text(text: str, t: pa.DataType) -> Any:
+    """A number or boolean column's value written as text (``"2"``, ``"1.5"``, ``"true"``), or None."""
+    if pat.is_integer(t) and _INTEGER_TEXT.fullmatch(text):
+        return int(text)
+    if pat.is_floating(t) or pat.is_decimal(t):
+        try:
+            return float(text) if pat.is_floating(t) else decimal.Decimal(text.strip())
+        except (ValueError, decimal.InvalidOperation):
+            return None
+    if pat.is_boolean(t) and text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    return None
 
 
 # ---------------------------------------------------------------------- encode helpers

@@ -16,16 +16,20 @@ import pyarrow.compute as pc
 
 from streamml.config import Settings
 from streamml.formats import TOMBSTONE_REASON, Format, get_format
+from streamml.formats.unwrapped import UnwrappedJson
 from streamml.kafka.consumer import RecordBatch
 from streamml.sql import BatchResult, QueryPlan, Source
+from streamml.sql.catalog import STREAM
 
 WINDOW_COLUMNS = ("WINDOWSTART", "WINDOWEND")
 
 
-def value_format(name: str, schema: pa.Schema, topic: str, settings: Settings, delimiter: str | None = None) -> Format:
-    """The value format ``name`` for ``schema`` on ``topic``, with registry and delimiter options applied."""
+def value_format(source: Source, schema: pa.Schema, settings: Settings) -> Format:
+    """The value format of ``source`` for ``schema``, with registry, delimiter and wrapping options applied."""
     options: dict[str, Any] = {}
-    kind = name.upper()
+    kind, topic, delimiter = source.value_format.upper(), source.topic, source.value_delimiter
+    if kind == "JSON" and source.unwrapped and len(schema) == 1:
+        return UnwrappedJson(schema)
     if kind == "DELIMITED" and delimiter:
         options["delimiter"] = delimiter
     if kind == "AVRO":
@@ -33,6 +37,14 @@ def value_format(name: str, schema: pa.Schema, topic: str, settings: Settings, d
         if settings.schema_registry_url:
             options.update(schema_registry_url=settings.schema_registry_url, subject=f"{topic}-value")
     return get_format(kind, schema, **options)
+
+
+def key_format(name: str, schema: pa.Schema) -> Format:
+    """The key format ``name`` for key columns ``schema``: as in ksqlDB, one key column in JSON is its bare
+    value (``1``, ``"abc"``), several are an object."""
+    if name.upper() == "JSON" and len(schema) == 1:
+        return UnwrappedJson(schema)
+    return get_format(name, schema)
 
 
 def text_keys(keys: list[bytes | None], rows: np.ndarray) -> pa.Array:
@@ -63,15 +75,14 @@ class SourceCodec:
 
     def __init__(self, source: Source, settings: Settings) -> None:
         self.source = source
-        self.value = value_format(source.value_format, source.value_schema(), source.topic, settings,
-                                  source.value_delimiter)  # fmt: skip
+        self.value = value_format(source, source.value_schema(), settings)
         key_schema = source.key_schema()
         self.window_bytes = 0
         if source.windowed:
             key_schema = pa.schema([f for f in key_schema if f.name not in WINDOW_COLUMNS])
             session = str(source.properties.get("WINDOW_TYPE", "")).upper() == "SESSION"
             self.window_bytes = 16 if session else 8
-        self.key = get_format(source.key_format, key_schema) if len(key_schema) else None
+        self.key = key_format(source.key_format, key_schema) if len(key_schema) else None
 
     def decode(self, batch: RecordBatch) -> DecodedBatch:
         """Decode values (and declared key columns); undecodable records become failures, tombstones apart."""
@@ -82,6 +93,10 @@ class SourceCodec:
         if self.key is not None and len(rows):
             table, rows, key_failures = self._with_key_columns(batch, table, rows)
             failures = sorted(failures + key_failures)
+        elif self.key is not None:  # nothing but tombstones or failures: the same columns, no rows
+            assert self.key.schema is not None
+            for field in self.key.schema:
+                table = table.append_column(field, pa.nulls(0, field.type))
         meta = {
             "ROWTIME": pa.array(batch.timestamps[rows]),
             "ROWKEY": text_keys(batch.keys, rows),
@@ -93,17 +108,28 @@ class SourceCodec:
     def _with_key_columns(
         self, batch: RecordBatch, table: pa.Table, rows: np.ndarray
     ) -> tuple[pa.Table, np.ndarray, list[tuple[int, str]]]:
+        """Append the key columns decoded from the record keys. As in ksqlDB, a stream record without a key has
+        NULL key columns, and a table record without one is ignored; an undecodable key is a failure."""
         assert self.key is not None
         keys = [batch.keys[i] for i in rows]
         if self.window_bytes:
             keys = [None if k is None else k[: -self.window_bytes] for k in keys]
-        decoded = self.key.decode(keys)
-        failures = [(int(rows[f.index]), f"key: {f.reason}") for f in decoded.failures]
-        if decoded.failures:
-            table = table.take(pa.array(decoded.indices))
-            rows = rows[decoded.indices]
+        present = np.fromiter((k is not None for k in keys), dtype=bool, count=len(keys))
+        where = np.flatnonzero(present)
+        decoded = self.key.decode(keys if present.all() else [keys[i] for i in where])
+        failures = [(int(rows[where[f.index]]), f"key: {f.reason}") for f in decoded.failures]
+        # each row's position in the decoded keys; -1: no key (NULL columns on a stream), -2: dropped
+        position = np.full(len(keys), -1 if self.source.kind == STREAM else -2, dtype=np.int64)
+        position[where] = -2
+        position[where[decoded.indices]] = np.arange(len(decoded.indices))
+        kept = np.flatnonzero(position != -2)
+        if len(kept) < len(keys):
+            table, rows, position = table.take(pa.array(kept)), rows[kept], position[kept]
+        missing = position < 0
+        take = pa.array(position, mask=missing) if missing.any() else None
         for name in decoded.table.column_names:
-            table = table.append_column(name, decoded.table.column(name))
+            column = decoded.table.column(name)
+            table = table.append_column(name, column.take(take) if take is not None else column)
         return table, rows, failures
 
 
@@ -129,12 +155,11 @@ class SinkCodec:
         self.session = window is not None and window.kind.upper() == "SESSION"
         value_fields = [schema.field(c) for c in plan.value_columns] + extra_value_fields
         self.value_schema = pa.schema(value_fields)
-        self.value = value_format(sink.value_format, self.value_schema, sink.topic, settings, sink.value_delimiter)
+        self.value = value_format(sink, self.value_schema, settings)
         self.key: Format | None = None
         if self.key_columns:
             key_schema = pa.schema([schema.field(c) for c in self.key_columns])
-            key_format = sink.key_format if len(self.key_columns) == 1 else "JSON"
-            self.key = get_format(key_format, key_schema)
+            self.key = key_format(sink.key_format if len(self.key_columns) == 1 else "JSON", key_schema)
 
     def encode(self, result: BatchResult, input_keys: list[bytes | None], input_rows: np.ndarray) -> EncodedBatch:
         """Values from the value columns; keys from the key columns, else the input record's key."""

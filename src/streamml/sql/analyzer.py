@@ -12,8 +12,8 @@ from typing import Any
 from streamml.errors import SqlError
 from streamml.sql import ast
 from streamml.sql.catalog import PSEUDO_COLUMNS, STREAM, TABLE, WINDOW_COLUMNS, Catalog, Column, Source, suggest
-from streamml.sql.compiler import ErrorSite, ExpressionCompiler, Scope, ScopeColumn, WindowCall, quote
-from streamml.sql.functions import AGGREGATES, Typed, sql_string
+from streamml.sql.compiler import ErrorSite, ExpressionCompiler, Scope, ScopeColumn, WindowCall, event_time_sql, quote
+from streamml.sql.functions import AGGREGATES, Typed
 from streamml.sql.joins_planner import plan_join
 from streamml.sql.plan import (
     AGGREGATE,
@@ -159,6 +159,8 @@ class Analyzer:
             return resolved
 
         fmt = props.get("FORMAT")
+        if "WRAP_SINGLE_VALUE" in props:
+            self._check_wrapping(props, str(props.get("VALUE_FORMAT", fmt or "JSON")), columns, pos)
         return Source(
             name=name,
             kind=kind,
@@ -177,6 +179,25 @@ class Analyzer:
             **extra,
         )
 
+    def _check_wrapping(
+        self, props: dict[str, Any], value_format: str, columns: tuple[Column, ...], pos: ast.Pos
+    ) -> None:
+        """``WRAP_SINGLE_VALUE`` as ksqlDB takes it: a boolean, for one value column, in a format that wraps."""
+        value = str(props["WRAP_SINGLE_VALUE"]).lower()
+        if value not in ("true", "false"):
+            raise self._err(f"WRAP_SINGLE_VALUE must be true or false, not '{props['WRAP_SINGLE_VALUE']}'", pos)
+        props["WRAP_SINGLE_VALUE"] = value
+        values = [c for c in columns if not c.key]
+        if len(values) != 1:
+            raise self._err("'WRAP_SINGLE_VALUE' is only valid for single-field value schemas", pos,
+                            f"this value has {len(values)} columns")  # fmt: skip
+        fmt = value_format.upper()
+        if fmt in ("KAFKA", "DELIMITED") and value == "true":
+            raise self._err(f"format {fmt} does not support wrapping a single value: it is always unwrapped", pos)
+        if fmt == "AVRO" and value == "false":
+            raise self._err("an unwrapped AVRO value is not supported here", pos,
+                            "leave WRAP_SINGLE_VALUE out (a record with one field), or use JSON")  # fmt: skip
+
     def create_as(self, stmt: ast.CreateAsSelect) -> tuple[Source, QueryPlan]:
         """The created source and the persistent query of ``CREATE STREAM|TABLE ... AS SELECT``."""
         props = self._properties(dict(stmt.properties), stmt.pos)
@@ -190,6 +211,8 @@ class Analyzer:
         if "FORMAT" not in props:
             props.setdefault("VALUE_FORMAT", first.value_format)
             props.setdefault("KEY_FORMAT", first.key_format)
+        if str(props.get("VALUE_FORMAT", "")).upper() == first.value_format.upper() and first.value_delimiter:
+            props.setdefault("VALUE_DELIMITER", first.value_delimiter)  # the sink writes as its source reads
         if first.partitions:
             props.setdefault("PARTITIONS", first.partitions)
         columns = tuple(Column(c.name, c.type, c.key) for c in plan.output)
@@ -243,18 +266,7 @@ class Analyzer:
 
     @staticmethod
     def _event_time(source: Source, prefix: str) -> str:
-        if source.timestamp is None:
-            return prefix + quote("ROWTIME")
-        column = source.column(source.timestamp)
-        assert column is not None
-        sql = prefix + quote(column.name)
-        if column.type.name == "TIMESTAMP":
-            return f"epoch_ms({sql})"
-        if column.type.is_string and source.timestamp_format:
-            from streamml.sql.functions import java_to_strftime
-
-            return f"epoch_ms(try_strptime({sql}, {sql_string(java_to_strftime(source.timestamp_format))}))"
-        return f"CAST({sql} AS BIGINT)"
+        return event_time_sql(source, prefix) or prefix + quote("ROWTIME")
 
     def _expand(
         self, query: ast.Query, scope: Scope, sources: list[tuple[Source, str]], compiler: ExpressionCompiler

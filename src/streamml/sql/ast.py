@@ -79,6 +79,16 @@ class BinaryOp(Expr):
 
 
 @dataclass(frozen=True, kw_only=True)
+class Constructor(Expr):
+    """``ARRAY[x, ...]``, ``STRUCT(name := x, ...)`` or ``MAP(key := value, ...)``; ``keys`` are the field
+    names of a struct (upper case unless quoted) or the key expressions of a map, empty for an array."""
+
+    kind: str
+    keys: tuple[Any, ...] = ()
+    values: tuple[Expr, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
 class UnaryOp(Expr):
     """``NOT x`` or ``-x``."""
 

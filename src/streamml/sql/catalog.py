@@ -68,6 +68,11 @@ class Source:
         return [c for c in self.columns if c.key]
 
     @property
+    def unwrapped(self) -> bool:
+        """``WRAP_SINGLE_VALUE=false``: the one value column is written as its bare value."""
+        return str(self.properties.get("WRAP_SINGLE_VALUE", "true")).lower() == "false"
+
+    @property
     def value_columns(self) -> list[Column]:
         return [c for c in self.columns if not c.key]
 

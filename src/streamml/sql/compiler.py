@@ -13,15 +13,48 @@ from typing import Any
 
 from streamml.errors import SqlError
 from streamml.sql import ast
-from streamml.sql.catalog import FunctionAlias, suggest
-from streamml.sql.functions import AGGREGATES, SCALARS, AggregateFunction, Typed, literal_type, sql_string
-from streamml.sql.types import BIGINT, BOOLEAN, DOUBLE, STRING, SqlType, common_type, comparable, numeric_supertype
+from streamml.sql.catalog import FunctionAlias, Source, suggest
+from streamml.sql.functions import (
+    AGGREGATES,
+    SCALARS,
+    AggregateFunction,
+    Typed,
+    literal_type,
+    parse_timestamp_sql,
+    sql_string,
+)
+from streamml.sql.types import (
+    BIGINT,
+    BOOLEAN,
+    DOUBLE,
+    NULL,
+    STRING,
+    SqlType,
+    common_type,
+    comparable,
+    numeric_supertype,
+)
 from streamml.sql.udf import FunctionRegistry, UserFunction
 
 
 def quote(name: str) -> str:
     """A quoted DuckDB identifier."""
     return '"' + name.replace('"', '""') + '"'
+
+
+def event_time_sql(source: Source, prefix: str = "") -> str | None:
+    """A record's event time in epoch ms when ``source`` names a ``TIMESTAMP`` column (else None): the column
+    itself (BIGINT), a TIMESTAMP, or text parsed with ``TIMESTAMP_FORMAT``."""
+    if source.timestamp is None:
+        return None
+    column = source.column(source.timestamp)
+    assert column is not None
+    sql = prefix + quote(column.name)
+    if column.type.name == "TIMESTAMP":
+        return f"epoch_ms({sql})"
+    if column.type.is_string and source.timestamp_format:
+        return f"epoch_ms({parse_timestamp_sql(sql, source.timestamp_format)})"
+    return f"CAST({sql} AS BIGINT)"
 
 
 @dataclass(frozen=True)
@@ -199,6 +232,8 @@ class ExpressionCompiler:
             argument = None
             result = function.result_type(literal_type("integer"))
         else:
+            if not call.args and call.name == "COUNT":  # COUNT() counts rows, as COUNT(*)
+                return self._aggregate(ast.FunctionCall(name="COUNT", star=True, pos=call.pos))
             if len(call.args) != 1:
                 raise self.where.error(f"{call.name} takes exactly one argument", call.pos)
             argument = self._compile(call.args[0])
@@ -260,7 +295,7 @@ class ExpressionCompiler:
             if not (left.type.is_string and right.type.is_string):
                 raise self.where.error(f"'||' needs STRING operands, got {left.type} and {right.type}", e.pos)
             return Typed(f"({left.sql} || {right.sql})", STRING)
-        if e.op in ("=", "!=", "<", "<=", ">", ">="):
+        if e.op in ("=", "!=", "<", "<=", ">", ">=", "IS DISTINCT FROM", "IS NOT DISTINCT FROM"):
             if not comparable(left.type, right.type):
                 raise self.where.error(f"cannot compare {left.type} with {right.type} using '{e.op}'", e.pos)
             op = "<>" if e.op == "!=" else e.op
@@ -270,6 +305,32 @@ class ExpressionCompiler:
         result = numeric_supertype(left.type, right.type)
         op = "//" if e.op == "/" and result.is_integral else e.op
         return Typed(f"CAST(({left.sql} {op} {right.sql}) AS {result.to_duckdb()})", result)
+
+    def _constructor(self, e: ast.Constructor, sub: Any) -> Typed:
+        values = [sub(v) for v in e.values]
+        if e.kind == "STRUCT":
+            if len(set(e.keys)) != len(e.keys):
+                raise self.where.error("a STRUCT names each field once", e.pos)
+            packed = ", ".join(f"{quote(k)} := {v.sql}" for k, v in zip(e.keys, values, strict=True))
+            return Typed(
+                f"struct_pack({packed})", SqlType.struct(list(zip(e.keys, [v.type for v in values], strict=True)))
+            )
+        element = self._common(values, e, "element" if e.kind == "ARRAY" else "value")
+        items = "[" + ", ".join(f"CAST({v.sql} AS {element.to_duckdb()})" for v in values) + "]"
+        if e.kind == "ARRAY":
+            return Typed(f"{items}::{SqlType.array(element).to_duckdb()}", SqlType.array(element))
+        keys = [sub(k) for k in e.keys]
+        key = self._common(keys, e, "key")
+        names = "[" + ", ".join(f"CAST({k.sql} AS {key.to_duckdb()})" for k in keys) + "]"
+        return Typed(f"map({names}, {items})", SqlType.map(key, element))
+
+    def _common(self, items: list[Typed], e: ast.Constructor, what: str) -> SqlType:
+        """The type every one of ``items`` converts to (NULLs alone: STRING, as ksqlDB's literals)."""
+        common = common_type([i.type for i in items]) if items else NULL
+        if common is None:
+            found = ", ".join(str(i.type) for i in items)
+            raise self.where.error(f"{e.kind}(...) needs one {what} type, got {found}", e.pos)
+        return STRING if common.name == "NULL" else common
 
     def _isnull(self, e: ast.IsNull, sub: Any) -> Typed:
         operand = sub(e.operand)

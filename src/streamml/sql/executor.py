@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 from streamml.errors import SqlError
 from streamml.sql.aggregate import AggregateState
 from streamml.sql.changes import legacy_snapshot
-from streamml.sql.compiler import quote
+from streamml.sql.compiler import event_time_sql, quote
 from streamml.sql.functions import MACROS
 from streamml.sql.join import StreamBuffers, TableState
 from streamml.sql.plan import AGGREGATE, STREAM_STREAM_JOIN, STREAM_TABLE_JOIN, QueryPlan
@@ -135,6 +135,7 @@ class QueryExecutor:
             use.function.register(self.con, list(use.arg_types), use.result_type, self._calls, row_ids=use.row_ids)
         #: per source (left, right), its columns with their Arrow types
         self._schemas = [{c.name: c.type.to_arrow() for c in source.columns} for source in plan.sources]
+        self._event_times = [event_time_sql(source) for source in plan.sources]
         self.aggregate: AggregateState | None = None
         if plan.aggregate is not None:
             window = plan.aggregate.window
@@ -192,7 +193,13 @@ class QueryExecutor:
             names.append(key)
         arrays.append(pa.array(np.arange(n, dtype=np.int64)))
         names.append("__row")
-        return pa.Table.from_arrays(arrays, names=names)
+        table = pa.Table.from_arrays(arrays, names=names)
+        event_time = self._event_times[source] if source < len(self._event_times) else None
+        if event_time is not None and n and "ROWTIME" not in schema:
+            # TIMESTAMP='col': the record's time is the column's, as in ksqlDB (the Kafka timestamp if NULL)
+            times = self._query(f"SELECT coalesce(CAST({event_time} AS BIGINT), ROWTIME) FROM __input", table)
+            table = table.set_column(names.index("ROWTIME"), "ROWTIME", times.column(0).cast(pa.int64()))
+        return table
 
     # ---- evaluation -------------------------------------------------------------------------------------
     def _query(self, sql: str, table: pa.Table, name: str = "__input") -> pa.Table:

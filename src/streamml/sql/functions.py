@@ -206,6 +206,13 @@ def java_to_strftime(pattern: str) -> str:
     return "".join(out)
 
 
+def parse_timestamp_sql(text: str, pattern: str) -> str:
+    """SQL parsing ``text`` with Java pattern ``pattern`` into a timestamp (NULL when it does not match)."""
+    if re.search(r"X+$", pattern):  # Java's X offsets read a trailing 'Z' as UTC; strptime's %z does not
+        text = f"regexp_replace({text}, 'Z$', '+00:00')"
+    return f"try_strptime({text}, {sql_string(java_to_strftime(pattern))})"
+
+
 def _timestamptostring(args: list[Typed]) -> Typed:
     _require(
         args, 0, lambda t: t.is_integral or t.name in ("TIMESTAMP", "NULL"), "BIGINT milliseconds", "TIMESTAMPTOSTRING"
@@ -219,8 +226,7 @@ def _timestamptostring(args: list[Typed]) -> Typed:
 
 def _stringtotimestamp(args: list[Typed]) -> Typed:
     _require(args, 0, lambda t: t.is_string, "a STRING", "STRINGTOTIMESTAMP")
-    fmt = sql_string(java_to_strftime(_constant_string(args, 1, "STRINGTOTIMESTAMP")))
-    ts = f"try_strptime({args[0].sql}, {fmt})"
+    ts = parse_timestamp_sql(args[0].sql, _constant_string(args, 1, "STRINGTOTIMESTAMP"))
     if len(args) == 3:
         ts = f"timezone({args[2].sql}, CAST({ts} AS TIMESTAMP))"
     return Typed(f"epoch_ms({ts})", BIGINT)

@@ -91,7 +91,20 @@ _NONRESERVED = frozenset(
         "CURRENT",
     ]
 )
-_EXPRESSION_STARTERS = {"CASE", "CAST", "NOT", "TRUE", "FALSE", "NULL", "STRING", "NUMBER", "PLUS", "MINUS", "LPAR"}
+_EXPRESSION_STARTERS = {
+    "ARRAY",
+    "CASE",
+    "CAST",
+    "NOT",
+    "TRUE",
+    "FALSE",
+    "NULL",
+    "STRING",
+    "NUMBER",
+    "PLUS",
+    "MINUS",
+    "LPAR",
+}
 
 
 @cache
@@ -285,8 +298,9 @@ class _Builder(Transformer):
         if name != wanted:
             raise SqlError(f"unknown type '{name}<...>'", line=name.pos.line, column=name.pos.column)
 
-    def array_type(self, name: _Ident, _lt: Token, element: SqlType, _gt: Token) -> SqlType:
-        self._expect(name, "ARRAY")
+    def array_type(self, name: _Ident | Token, _lt: Token, element: SqlType, _gt: Token) -> SqlType:
+        if isinstance(name, _Ident):
+            self._expect(name, "ARRAY")
         return SqlType.array(element)
 
     def map_type(self, name: _Ident, _lt: Token, key: SqlType, value: SqlType, _gt: Token) -> SqlType:
@@ -340,6 +354,34 @@ class _Builder(Transformer):
 
     def is_null(self, operand: ast.Expr, _is: Token, negated: bool, _null: Token) -> ast.Expr:
         return ast.IsNull(operand=operand, negated=negated, pos=_pos(_is))
+
+    def is_distinct(
+        self, left: ast.Expr, _is: Token, negated: bool, _distinct: Token, _from: Token, right: ast.Expr
+    ) -> ast.Expr:
+        op = "IS NOT DISTINCT FROM" if negated else "IS DISTINCT FROM"
+        return ast.BinaryOp(op=op, left=left, right=right, pos=_pos(_is))
+
+    def entry(self, key: ast.Expr, value: ast.Expr) -> tuple[ast.Expr, ast.Expr]:
+        return (key, value)
+
+    def constructor(self, name: _Ident, *entries: tuple[ast.Expr, ast.Expr]) -> ast.Expr:
+        kind = str(name).upper()
+        if kind == "MAP":
+            return ast.Constructor(kind=kind, keys=tuple(k for k, _ in entries), values=tuple(v for _, v in entries),
+                                   pos=name.pos)  # fmt: skip
+        if kind != "STRUCT":
+            raise SqlError(f"'name := value' arguments build a STRUCT or a MAP, not {name}(...)",
+                           line=name.pos.line, column=name.pos.column)  # fmt: skip
+        fields = []
+        for key, _ in entries:
+            if not isinstance(key, ast.ColumnRef) or key.qualifier is not None:
+                raise SqlError("a STRUCT field is named by an identifier: STRUCT(name := value, ...)",
+                               line=key.pos.line, column=key.pos.column)  # fmt: skip
+            fields.append(key.name)
+        return ast.Constructor(kind=kind, keys=tuple(fields), values=tuple(v for _, v in entries), pos=name.pos)
+
+    def array_constructor(self, kw: Token, *items: ast.Expr) -> ast.Expr:
+        return ast.Constructor(kind="ARRAY", values=tuple(items), pos=_pos(kw))
 
     def in_list(self, operand: ast.Expr, negated: bool, _in: Token, *items: ast.Expr) -> ast.Expr:
         return ast.InList(operand=operand, items=tuple(items), negated=negated, pos=_pos(_in))

@@ -1,0 +1,67 @@
+"""Expressions as ksqlDB documents them: IS [NOT] DISTINCT FROM, ARRAY/STRUCT/MAP constructors, COUNT()."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+from streamml.errors import SqlError
+from streamml.sql import SqlEngine
+
+
+@pytest.fixture
+def engine() -> SqlEngine:
+    eng = SqlEngine()
+    eng.execute("CREATE STREAM t (K VARCHAR KEY, A INT, B VARCHAR) WITH (KAFKA_TOPIC='t', VALUE_FORMAT='JSON');")
+    return eng
+
+
+ROWS = pa.table({"K": ["x", "y", "x"], "A": pa.array([1, None, 3], pa.int32()), "B": ["one", None, "three"]})
+
+
+def values(engine: SqlEngine, expr: str) -> list[Any]:
+    plan = engine.plan(f"SELECT {expr} AS V FROM t EMIT CHANGES;")
+    return plan.executor().execute(ROWS).table.column("V").to_pylist()
+
+
+@pytest.mark.parametrize(
+    ("expr", "expected"),
+    [
+        ("A IS DISTINCT FROM 1", [False, True, True]),
+        ("A IS NOT DISTINCT FROM 1", [True, False, False]),
+        ("A IS NOT DISTINCT FROM NULL", [False, True, False]),
+        ("B IS DISTINCT FROM B", [False, False, False]),
+        ("ARRAY[A, 10]", [[1, 10], [None, 10], [3, 10]]),
+        ("ARRAY[A, 2.5]", [[1.0, 2.5], [None, 2.5], [3.0, 2.5]]),
+        ("ARRAY[A, 10][2]", [10, 10, 10]),
+        ("STRUCT(N := A, S := B)", [{"N": 1, "S": "one"}, {"N": None, "S": None}, {"N": 3, "S": "three"}]),
+        ("STRUCT(N := A)->N", [1, None, 3]),
+        ("MAP('a' := A, 'b' := 0)['b']", [0, 0, 0]),
+        ("MAP(K := A)", [[("x", 1)], [("y", None)], [("x", 3)]]),
+    ],
+)
+def test_expression(engine: SqlEngine, expr: str, expected: list[Any]) -> None:
+    assert values(engine, expr) == expected
+
+
+@pytest.mark.parametrize(
+    ("expr", "message"),
+    [
+        ("ARRAY[A, 'x']", "needs one element type"),
+        ("STRUCT(N := A, N := B)", "names each field once"),
+        ("STRUCT(t.A := 1)", "named by an identifier"),
+        ("CONCAT(N := A)", "build a STRUCT or a MAP"),
+        ("A IS DISTINCT FROM 'x'", "cannot compare"),
+    ],
+)
+def test_refused_at_the_statement(engine: SqlEngine, expr: str, message: str) -> None:
+    with pytest.raises(SqlError, match=message):
+        engine.plan(f"SELECT {expr} AS V FROM t EMIT CHANGES;")
+
+
+def test_count_without_arguments_counts_rows(engine: SqlEngine) -> None:
+    plan = engine.plan("SELECT K, COUNT() AS N, COUNT(A) AS C FROM t GROUP BY K EMIT CHANGES;")
+    out = plan.executor().execute(ROWS).table.to_pylist()
+    assert {r["K"]: (r["N"], r["C"]) for r in out} == {"x": (2, 2), "y": (1, 0)}
