@@ -137,3 +137,15 @@ def test_a_batch_of_only_deletes_reaches_the_join_table(tmp_path: Path) -> None:
     feed.apply(deletes)  # type: ignore[arg-type]
     clicks = pa.table({"ID": pa.array([1, 2], pa.int32()), "URL": ["/a", "/b"]})
     assert executor.execute(clicks).table.to_pylist() == [{"ID": 2, "URL": "/b", "NAME": "bob"}]
+
+
+@pytest.mark.parametrize("key_format", ["KAFKA", "JSON"])
+def test_a_null_key_is_written_as_no_key(key_format: str, tmp_path: Path) -> None:
+    engine = _engine(
+        f"CREATE STREAM s (ID INT KEY, V INT) WITH (KAFKA_TOPIC='t', VALUE_FORMAT='JSON', KEY_FORMAT='{key_format}');"
+    )
+    plan, source, sink = _query(engine, "CREATE STREAM o AS SELECT ID, V FROM s;", tmp_path)
+    key = struct.pack(">i", 5) if key_format == "KAFKA" else b"5"
+    decoded = source.decode(Batch([b'{"V": 1}', b'{"V": 2}'], [None, key]))  # type: ignore[arg-type]
+    out = sink.encode(plan.executor().execute(decoded.table, decoded.meta), [None, key], decoded.rows)
+    assert out.keys == [None, key] and out.values == [b'{"V":1}', b'{"V":2}']

@@ -186,7 +186,15 @@ class SinkCodec:
                 return [None] * table.num_rows
             origin = input_rows[out_rows]
             return [input_keys[i] for i in origin]
-        keys: list[bytes | None] = list(self.key.encode(table.select(self.key_columns)))
+        columns = table.select(self.key_columns)
+        missing = np.logical_and.reduce([np.asarray(c.is_null()) for c in columns.columns])
+        if not missing.any():
+            keys: list[bytes | None] = list(self.key.encode(columns))
+        else:  # a row whose key columns are all NULL has no key, as in ksqlDB
+            present = np.flatnonzero(~missing)
+            keys = [None] * table.num_rows
+            for i, key in zip(present.tolist(), self.key.encode(columns.take(present)), strict=True):
+                keys[i] = key
         if self.windowed:
             starts = pc.cast(table.column("WINDOWSTART"), pa.int64()).to_numpy().astype(">i8").tobytes()
             if self.session:

@@ -316,6 +316,8 @@ class Analyzer:
             raise self._err("aggregate functions need GROUP BY", query.pos)
         if query.having is not None and not aggregated:
             raise self._err("HAVING needs GROUP BY", query.having.pos)
+        if query.emit == "FINAL" and query.window is None:
+            raise self._err("EMIT FINAL is only for windowed aggregations", query.pos, "write EMIT CHANGES")
         if query.joins:
             return self._plan_join(query, text)
         if aggregated:

@@ -127,6 +127,7 @@ class QueryExecutor:
         self.plan = plan
         self.con = duckdb.connect(config={"threads": threads})
         self.con.execute("SET error_on_division_by_zero = false")
+        self.con.execute("SET TimeZone = 'UTC'")  # epoch times are UTC, whatever the machine's zone
         for macro in MACROS:
             self.con.execute(macro)
         #: what the user functions reported during the current query (see ``UserFunction.register``)

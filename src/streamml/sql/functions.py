@@ -150,7 +150,7 @@ def _concat(args: list[Typed]) -> Typed:
     return Typed(f"concat({', '.join(a.sql for a in args)})", STRING)
 
 
-def _constant_string(args: list[Typed], index: int, fn: str) -> str:
+def constant_string(args: list[Typed], index: int, fn: str) -> str:
     if not args[index].is_constant or not isinstance(args[index].value, str):
         raise SqlError(f"{fn}: argument {index + 1} (the format) must be a string literal")
     return str(args[index].value)
@@ -213,20 +213,25 @@ def parse_timestamp_sql(text: str, pattern: str) -> str:
     return f"try_strptime({text}, {sql_string(java_to_strftime(pattern))})"
 
 
+def timestamp_text_sql(ts: str, pattern: str, zone: str | None) -> str:
+    """SQL formatting TIMESTAMP ``ts`` with Java pattern ``pattern``, in UTC or in time zone ``zone`` (SQL)."""
+    if zone is not None:
+        ts = f"timezone({zone}, CAST({ts} AS TIMESTAMPTZ))"
+    return f"strftime({ts}, {sql_string(java_to_strftime(pattern))})"
+
+
 def _timestamptostring(args: list[Typed]) -> Typed:
     _require(
         args, 0, lambda t: t.is_integral or t.name in ("TIMESTAMP", "NULL"), "BIGINT milliseconds", "TIMESTAMPTOSTRING"
     )
-    fmt = sql_string(java_to_strftime(_constant_string(args, 1, "TIMESTAMPTOSTRING")))
     ts = f"epoch_ms(CAST({args[0].sql} AS BIGINT))" if args[0].type.name != "TIMESTAMP" else args[0].sql
-    if len(args) == 3:
-        ts = f"timezone({args[2].sql}, CAST({ts} AS TIMESTAMPTZ))"
-    return Typed(f"strftime({ts}, {fmt})", STRING)
+    pattern = constant_string(args, 1, "TIMESTAMPTOSTRING")
+    return Typed(timestamp_text_sql(ts, pattern, args[2].sql if len(args) == 3 else None), STRING)
 
 
 def _stringtotimestamp(args: list[Typed]) -> Typed:
     _require(args, 0, lambda t: t.is_string, "a STRING", "STRINGTOTIMESTAMP")
-    ts = parse_timestamp_sql(args[0].sql, _constant_string(args, 1, "STRINGTOTIMESTAMP"))
+    ts = parse_timestamp_sql(args[0].sql, constant_string(args, 1, "STRINGTOTIMESTAMP"))
     if len(args) == 3:
         ts = f"timezone({args[2].sql}, CAST({ts} AS TIMESTAMP))"
     return Typed(f"epoch_ms({ts})", BIGINT)
@@ -350,6 +355,12 @@ def _scalars() -> dict[str, ScalarFunction]:
 
 SCALARS: dict[str, ScalarFunction] = _scalars()
 SCALARS["SUBSTR"] = SCALARS["SUBSTRING"]
+
+# the rest of ksqlDB's library is defined over the helpers above
+from streamml.sql.library import LIBRARY_MACROS, library  # noqa: E402
+
+SCALARS.update({f.name: f for f in library()})
+MACROS += LIBRARY_MACROS
 
 
 # ---- aggregates -----------------------------------------------------------------------------------------

@@ -34,8 +34,9 @@ def plan_join(self: Analyzer, query: ast.Query, text: str) -> QueryPlan:
         raise self._err("the left side of a join must be a stream", query.source.pos)
     scope = Scope(lscope.columns + rscope.columns)
     compiler = ExpressionCompiler(scope, self.udfs, self.text, aliases=self.catalog.functions)
-    if join.kind == "FULL":
-        raise self._err("FULL OUTER joins are not supported yet", join.pos)
+    if join.kind in ("FULL", "RIGHT"):
+        raise self._err(f"{join.kind} OUTER joins are not supported yet", join.pos,
+                        "swap the sides and write LEFT JOIN" if join.kind == "RIGHT" else None)  # fmt: skip
     kind = STREAM_TABLE_JOIN if right.kind == TABLE else STREAM_STREAM_JOIN
     if kind == STREAM_TABLE_JOIN and (join.within is not None or join.grace_ms is not None):
         raise self._err("WITHIN is only allowed for stream-stream joins", join.pos)

@@ -83,8 +83,6 @@ _NONRESERVED = frozenset(
         "REPLACE",
         "MONITOR",
         "DELETE",
-        "OUTER",
-        "FULL",
         "ROWS",
         "ROW",
         "PRECEDING",
@@ -475,7 +473,7 @@ class _Builder(Transformer):
 
     def join_type(self, *tokens: Token) -> str:
         words = {str(t).upper() for t in tokens}
-        return "LEFT" if "LEFT" in words else "FULL" if "FULL" in words else "INNER"
+        return next((kind for kind in ("LEFT", "RIGHT", "FULL") if kind in words), "INNER")
 
     def join(self, kind: str, _join: Token, relation: ast.Relation, *rest: Any) -> ast.Join:
         within = next((r for r in rest if isinstance(r, tuple)), None)

@@ -1,0 +1,47 @@
+"""Statements ksqlDB refuses are refused here too, at the statement, with the reason; none runs as something
+else (a join keyword read as an alias once made a FULL JOIN an inner join)."""
+
+from __future__ import annotations
+
+import pytest
+
+from streamml.errors import SqlError
+from streamml.sql import SqlEngine
+
+
+@pytest.fixture
+def engine() -> SqlEngine:
+    eng = SqlEngine()
+    eng.execute(
+        "CREATE STREAM s (ID INT KEY, A INT) WITH (KAFKA_TOPIC='s', VALUE_FORMAT='JSON');"
+        "CREATE STREAM t (ID INT KEY, B INT) WITH (KAFKA_TOPIC='t', VALUE_FORMAT='JSON');"
+    )
+    return eng
+
+
+@pytest.mark.parametrize(
+    ("join", "message"),
+    [
+        ("FULL JOIN", "FULL OUTER joins are not supported yet"),
+        ("FULL OUTER JOIN", "FULL OUTER joins are not supported yet"),
+        ("RIGHT JOIN", "RIGHT OUTER joins are not supported yet"),
+        ("RIGHT OUTER JOIN", "RIGHT OUTER joins are not supported yet"),
+    ],
+)
+def test_outer_joins_are_read_as_joins(engine: SqlEngine, join: str, message: str) -> None:
+    with pytest.raises(SqlError, match=message) as refused:
+        engine.plan(f"SELECT s.ID, A, B FROM s {join} t WITHIN 1 MINUTE ON s.ID = t.ID EMIT CHANGES;")
+    assert refused.value.column == len("SELECT s.ID, A, B FROM s ") + len(join) - len("JOIN") + 1
+
+
+@pytest.mark.parametrize("join", ["JOIN", "INNER JOIN", "LEFT JOIN", "LEFT OUTER JOIN"])
+def test_joins_that_run(engine: SqlEngine, join: str) -> None:
+    plan = engine.plan(f"SELECT s.ID, A, B FROM s {join} t WITHIN 1 MINUTE ON s.ID = t.ID EMIT CHANGES;")
+    assert plan.join is not None and plan.join.kind == ("LEFT" if "LEFT" in join else "INNER")
+
+
+def test_emit_final_needs_a_windowed_aggregation(engine: SqlEngine) -> None:
+    with pytest.raises(SqlError, match="EMIT FINAL is only for windowed aggregations"):
+        engine.plan("SELECT ID, COUNT(*) AS N FROM s GROUP BY ID EMIT FINAL;")
+    plan = engine.plan("SELECT ID, COUNT(*) AS N FROM s WINDOW TUMBLING (SIZE 1 MINUTE) GROUP BY ID EMIT FINAL;")
+    assert plan.aggregate is not None and plan.aggregate.emit_final
