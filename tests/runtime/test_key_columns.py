@@ -149,3 +149,11 @@ def test_a_null_key_is_written_as_no_key(key_format: str, tmp_path: Path) -> Non
     decoded = source.decode(Batch([b'{"V": 1}', b'{"V": 2}'], [None, key]))  # type: ignore[arg-type]
     out = sink.encode(plan.executor().execute(decoded.table, decoded.meta), [None, key], decoded.rows)
     assert out.keys == [None, key] and out.values == [b'{"V":1}', b'{"V":2}']
+
+
+def test_several_partition_by_expressions_make_a_json_object_key(tmp_path: Path) -> None:
+    engine = _engine("CREATE STREAM s (ID INT KEY, V VARCHAR) WITH (KAFKA_TOPIC='t', VALUE_FORMAT='JSON');")
+    plan, source, sink = _query(engine, "CREATE STREAM o AS SELECT V, ID FROM s PARTITION BY V, ID;", tmp_path)
+    decoded = source.decode(Batch([b'{"V": "a"}'], [struct.pack(">i", 7)]))  # type: ignore[arg-type]
+    out = sink.encode(plan.executor().execute(decoded.table, decoded.meta), [None], decoded.rows)
+    assert out.keys == [b'{"V":"a","ID":7}'] and out.values == [b"{}"]

@@ -65,3 +65,18 @@ def test_count_without_arguments_counts_rows(engine: SqlEngine) -> None:
     plan = engine.plan("SELECT K, COUNT() AS N, COUNT(A) AS C FROM t GROUP BY K EMIT CHANGES;")
     out = plan.executor().execute(ROWS).table.to_pylist()
     assert {r["K"]: (r["N"], r["C"]) for r in out} == {"x": (2, 2), "y": (1, 0)}
+
+
+def test_latest_and_earliest_by_offset_with_a_count(engine: SqlEngine) -> None:
+    plan = engine.plan(
+        "SELECT K, LATEST_BY_OFFSET(A, 2) AS L, EARLIEST_BY_OFFSET(A, 2, FALSE) AS E, LATEST_BY_OFFSET(B, TRUE) AS B "
+        "FROM t GROUP BY K EMIT CHANGES;"
+    )
+    executor = plan.executor()
+    executor.execute(ROWS)
+    more = pa.table({"K": ["x", "x"], "A": pa.array([None, 7], pa.int32()), "B": [None, "seven"]})
+    latest = {r["K"]: r for r in executor.execute(more).table.to_pylist()}
+    assert latest["x"]["L"] == [3, 7] and latest["x"]["E"] == [1, 3] and latest["x"]["B"] == "seven"
+    for bad in ("LATEST_BY_OFFSET(A, 0)", "LATEST_BY_OFFSET(A, 'two')", "EARLIEST_BY_OFFSET(A, 2, 3)"):
+        with pytest.raises(SqlError, match=r"takes .*col"):
+            engine.plan(f"SELECT K, {bad} AS V FROM t GROUP BY K EMIT CHANGES;")

@@ -45,3 +45,10 @@ def test_emit_final_needs_a_windowed_aggregation(engine: SqlEngine) -> None:
         engine.plan("SELECT ID, COUNT(*) AS N FROM s GROUP BY ID EMIT FINAL;")
     plan = engine.plan("SELECT ID, COUNT(*) AS N FROM s WINDOW TUMBLING (SIZE 1 MINUTE) GROUP BY ID EMIT FINAL;")
     assert plan.aggregate is not None and plan.aggregate.emit_final
+
+
+def test_partition_by_several_expressions_keys_by_all_of_them_in_order(engine: SqlEngine) -> None:
+    plan = engine.plan("SELECT A, ID FROM s PARTITION BY A, ID * 2 EMIT CHANGES;")
+    assert [(o.name, o.key) for o in plan.output] == [("A", True), ("KSQL_COL_0", True), ("ID", False)]
+    with pytest.raises(SqlError, match="PARTITION BY NULL cannot be combined"):
+        engine.plan("SELECT A FROM s PARTITION BY A, NULL EMIT CHANGES;")

@@ -359,16 +359,14 @@ class Analyzer:
         if where is not None:
             node = PlanNode("FILTER", (f"WHERE {where}",), (node,))
         if query.partition_by:
-            if len(query.partition_by) > 1:
-                raise self._err("PARTITION BY supports one expression", query.partition_by[1].pos)
-            expr = query.partition_by[0]
-            key_item = self._partition_item(expr, items, scope, compiler)
-            if key_item is not None and key_item not in items:
-                items.insert(0, key_item)
-                outputs.insert(0, OutputColumn(key_item.name, key_item.typed.type))
-            if key_item is not None:
-                key_names.add(key_item.name)
-            node = PlanNode("REKEY", (f"PARTITION BY {key_item.typed.sql if key_item else 'NULL'}",), (node,))
+            keys = [self._partition_item(expr, items, scope, compiler) for expr in query.partition_by]
+            if None in keys and len(keys) > 1:
+                raise self._err("PARTITION BY NULL cannot be combined with other expressions", query.pos)
+            new = [k for k in keys if k is not None and k not in items]
+            items[:0], outputs[:0] = new, [OutputColumn(k.name, k.typed.type) for k in new]
+            key_names.update(k.name for k in keys if k is not None)
+            rekey = ", ".join(k.typed.sql if k else "NULL" for k in keys)
+            node = PlanNode("REKEY", (f"PARTITION BY {rekey}",), (node,))
         else:
             for it in items:
                 if isinstance(it.expr, ast.ColumnRef):
@@ -376,7 +374,10 @@ class Analyzer:
                     if col is not None and col.key:
                         key_names.add(it.name)
         outputs = [OutputColumn(o.name, o.type, o.name in key_names) for o in outputs]
-        order = [o for o in outputs if o.key] + [o for o in outputs if not o.key]
+        rank = {k.name: i for i, k in enumerate(k for k in keys if k is not None)} if query.partition_by else {}
+        order = sorted((o for o in outputs if o.key), key=lambda o: rank.get(o.name, 0)) + [
+            o for o in outputs if not o.key
+        ]
         by_name = {i.name: i for i in items}
         # plain column references are taken from the input batch in Arrow (zero copy when nothing is filtered)
         input_columns = {quote(c.name): c.name for c in scope.columns}

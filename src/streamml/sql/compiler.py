@@ -19,6 +19,7 @@ from streamml.sql.functions import (
     SCALARS,
     AggregateFunction,
     Typed,
+    by_offset,
     literal_type,
     parse_timestamp_sql,
     sql_string,
@@ -226,6 +227,8 @@ class ExpressionCompiler:
 
     def _aggregate(self, call: ast.FunctionCall) -> Typed:
         function = AGGREGATES[call.name]
+        if call.name in ("LATEST_BY_OFFSET", "EARLIEST_BY_OFFSET") and len(call.args) > 1:
+            function, call = self._by_offset(call)
         if call.star:
             if call.name != "COUNT":
                 raise self.where.error(f"{call.name}(*) is not allowed; only COUNT(*)", call.pos)
@@ -246,6 +249,22 @@ class ExpressionCompiler:
         index = len(self.aggregates)
         self.aggregates.append(AggregateCall(index, function, argument, result))
         return Typed(quote(f"__agg{index}"), result)
+
+    def _by_offset(self, call: ast.FunctionCall) -> tuple[AggregateFunction, ast.FunctionCall]:
+        """``*_BY_OFFSET(col, n[, ignoreNulls])`` or ``*_BY_OFFSET(col, ignoreNulls)``: the function for those
+        constants, and the call with its column only."""
+        rest = call.args[1:]
+        kinds = [a.kind if isinstance(a, ast.Literal) else None for a in rest]
+        usage = f"{call.name}(col[, n][, ignoreNulls]): n a positive integer literal, ignoreNulls TRUE or FALSE"
+        if kinds == ["boolean"]:
+            if rest[0].value is False:  # type: ignore[attr-defined]
+                raise self.where.error(f"{call.name}(col, FALSE) is not supported yet", call.pos, "use n = 1")
+            return AGGREGATES[call.name], ast.FunctionCall(name=call.name, args=call.args[:1], pos=call.pos)
+        if kinds not in (["integer"], ["integer", "boolean"]) or int(rest[0].value) < 1:  # type: ignore[attr-defined]
+            raise self.where.error(f"{call.name} takes {usage}", call.pos)
+        ignore = bool(rest[1].value) if len(rest) == 2 else True  # type: ignore[attr-defined]
+        function = by_offset(call.name, int(rest[0].value), ignore)  # type: ignore[attr-defined]
+        return function, ast.FunctionCall(name=call.name, args=call.args[:1], pos=call.pos)
 
     # ---- expressions ------------------------------------------------------------------------------------
     def _compile(self, expr: ast.Expr, nested: Any = None) -> Typed:

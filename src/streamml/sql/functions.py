@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from streamml.errors import SqlError
@@ -491,6 +492,23 @@ def _aggregates() -> dict[str, AggregateFunction]:
 
 
 AGGREGATES: dict[str, AggregateFunction] = _aggregates()
+
+
+@cache
+def by_offset(name: str, n: int, ignore_nulls: bool) -> AggregateFunction:
+    """``LATEST_BY_OFFSET(col, n[, ignoreNulls])`` / ``EARLIEST_BY_OFFSET(...)``: the last (first) ``n`` values
+    in offset order, as an ARRAY (NULLs skipped unless ``ignore_nulls`` is false)."""
+    keep = f"list_slice({{l}}, -{n}, -1)" if name == "LATEST_BY_OFFSET" else f"list_slice({{l}}, 1, {n})"
+    values = "list({x} ORDER BY __seq)" + (" FILTER (WHERE {x} IS NOT NULL)" if ignore_nulls else "")
+    merged = "list_concat(coalesce({s}, []), coalesce({e}, []))"
+    return AggregateFunction(
+        name,
+        f"{name}(T, INT[, BOOLEAN])",
+        f"The {'last' if name.startswith('LATEST') else 'first'} {n} values, in offset order.",
+        lambda t: [Partial(keep.replace("{l}", values), keep.replace("{l}", merged), SqlType.array(t))],
+        "{p0}",
+        SqlType.array,
+    )
 
 
 def describe_function(name: str) -> str:
