@@ -80,3 +80,21 @@ def test_latest_and_earliest_by_offset_with_a_count(engine: SqlEngine) -> None:
     for bad in ("LATEST_BY_OFFSET(A, 0)", "LATEST_BY_OFFSET(A, 'two')", "EARLIEST_BY_OFFSET(A, 2, 3)"):
         with pytest.raises(SqlError, match=r"takes .*col"):
             engine.plan(f"SELECT K, {bad} AS V FROM t GROUP BY K EMIT CHANGES;")
+
+
+@pytest.mark.parametrize(
+    ("where", "expected"),
+    [
+        ("A = '1'", ["one"]),
+        ("A IN ('3', 7)", ["three"]),
+        ("A BETWEEN '0' AND '1.5'", ["one"]),
+        ("B = 'one' AND K = 'x'", ["one"]),
+        ("B IN (1, 'three')", ["three"]),
+    ],
+)
+def test_literals_coerce_as_ksqldb_documents(engine: SqlEngine, where: str, expected: list[str]) -> None:
+    """A STRING literal holding a number compares with a number; any literal compares with a STRING as text."""
+    plan = engine.plan(f"SELECT B FROM t WHERE {where} EMIT CHANGES;")
+    assert plan.executor().execute(ROWS).table.column("B").to_pylist() == expected
+    with pytest.raises(SqlError, match="cannot compare"):
+        engine.plan("SELECT B FROM t WHERE A = 'one' EMIT CHANGES;")

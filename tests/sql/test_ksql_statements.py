@@ -52,3 +52,11 @@ def test_partition_by_several_expressions_keys_by_all_of_them_in_order(engine: S
     assert [(o.name, o.key) for o in plan.output] == [("A", True), ("KSQL_COL_0", True), ("ID", False)]
     with pytest.raises(SqlError, match="PARTITION BY NULL cannot be combined"):
         engine.plan("SELECT A FROM s PARTITION BY A, NULL EMIT CHANGES;")
+
+
+def test_a_stream_is_not_made_from_a_table(engine: SqlEngine) -> None:
+    engine.execute("CREATE TABLE users (ID INT PRIMARY KEY, NAME VARCHAR) WITH (KAFKA_TOPIC='u', VALUE_FORMAT='JSON');")
+    with pytest.raises(SqlError, match="a query over a table produces a table"):
+        engine.execute("CREATE STREAM names AS SELECT ID, NAME FROM users;")
+    (created,) = engine.execute("CREATE STREAM enriched AS SELECT s.ID, A, NAME FROM s JOIN users u ON s.ID = u.ID;")
+    assert created.query_id is not None  # a stream-table join is a stream

@@ -206,6 +206,8 @@ class Analyzer:
             raise self._err("CREATE TABLE AS SELECT needs a GROUP BY aggregation", stmt.query.pos)
         if stmt.kind == STREAM and plan.kind == AGGREGATE:
             raise self._err("an aggregation produces a table: use CREATE TABLE ... AS SELECT", stmt.pos)
+        if stmt.kind == STREAM and plan.sources[0].kind == TABLE and plan.join is None:
+            raise self._err("a query over a table produces a table: use CREATE TABLE ... AS SELECT", stmt.pos)
         first = plan.sources[0]
         props.setdefault("KAFKA_TOPIC", stmt.name)
         if "FORMAT" not in props:

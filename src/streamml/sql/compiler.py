@@ -7,6 +7,7 @@ columns of the aggregation result (``__key0``, ``__agg0``, ...).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -315,6 +316,7 @@ class ExpressionCompiler:
                 raise self.where.error(f"'||' needs STRING operands, got {left.type} and {right.type}", e.pos)
             return Typed(f"({left.sql} || {right.sql})", STRING)
         if e.op in ("=", "!=", "<", "<=", ">", ">=", "IS DISTINCT FROM", "IS NOT DISTINCT FROM"):
+            left, right = _coerced(left, right.type), _coerced(right, left.type)
             if not comparable(left.type, right.type):
                 raise self.where.error(f"cannot compare {left.type} with {right.type} using '{e.op}'", e.pos)
             op = "<>" if e.op == "!=" else e.op
@@ -357,14 +359,15 @@ class ExpressionCompiler:
 
     def _inlist(self, e: ast.InList, sub: Any) -> Typed:
         operand = sub(e.operand)
-        items = [sub(i) for i in e.items]
+        items = [_coerced(sub(i), operand.type) for i in e.items]
         if common_type([operand.type, *(i.type for i in items)]) is None:
             raise self.where.error("IN list items must have the same type as the tested value", e.pos)
         inner = ", ".join(i.sql for i in items)
         return Typed(f"({operand.sql} {'NOT ' if e.negated else ''}IN ({inner}))", BOOLEAN)
 
     def _between(self, e: ast.Between, sub: Any) -> Typed:
-        operand, low, high = sub(e.operand), sub(e.low), sub(e.high)
+        operand = sub(e.operand)
+        low, high = _coerced(sub(e.low), operand.type), _coerced(sub(e.high), operand.type)
         if not (comparable(operand.type, low.type) and comparable(operand.type, high.type)):
             raise self.where.error(f"BETWEEN bounds must be comparable with {operand.type}", e.pos)
         neg = "NOT " if e.negated else ""
@@ -546,3 +549,26 @@ def _literal_kind(value: Any) -> str:
     if isinstance(value, int):
         return "integer" if -(2**31) <= value < 2**31 else "bigint"
     return "double" if isinstance(value, float) else "string"
+
+
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+
+
+def _coerced(value: Typed, other: SqlType) -> Typed:
+    """ksqlDB's literal rules: a STRING literal holding a number meets a number as that number, and any other
+    literal meets a STRING as its text (``n = '1'``, ``s IN (1, 2)``); everything else is left as it is."""
+    if not value.is_constant or value.value is None:
+        return value
+    if isinstance(value.value, str) and other.is_numeric and other.name != "NULL":
+        text = value.value.strip()
+        if _INTEGER.fullmatch(text):
+            return Typed(f"CAST({int(text)} AS BIGINT)", BIGINT, int(text))
+        try:
+            number = float(text)
+        except ValueError:
+            return value
+        return Typed(f"CAST({number!r} AS DOUBLE)", DOUBLE, number)
+    if other.is_string and not isinstance(value.value, str):
+        text = str(value.value).lower() if isinstance(value.value, bool) else str(value.value)
+        return Typed(sql_string(text), STRING, text)
+    return value
