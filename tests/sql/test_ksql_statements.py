@@ -60,3 +60,12 @@ def test_a_stream_is_not_made_from_a_table(engine: SqlEngine) -> None:
         engine.execute("CREATE STREAM names AS SELECT ID, NAME FROM users;")
     (created,) = engine.execute("CREATE STREAM enriched AS SELECT s.ID, A, NAME FROM s JOIN users u ON s.ID = u.ID;")
     assert created.query_id is not None  # a stream-table join is a stream
+
+
+def test_aggregating_a_table_is_refused_rather_than_counting_updates_as_rows(engine: SqlEngine) -> None:
+    engine.execute(
+        "CREATE TABLE users (ID INT PRIMARY KEY, REGION VARCHAR) WITH (KAFKA_TOPIC='u', VALUE_FORMAT='JSON');"
+    )
+    with pytest.raises(SqlError, match=r"aggregating a TABLE .* is not supported yet") as refused:
+        engine.plan("SELECT REGION, COUNT(*) AS N FROM users GROUP BY REGION EMIT CHANGES;")
+    assert refused.value.column == len("SELECT REGION, COUNT(*) AS N FROM ") + 1

@@ -463,6 +463,13 @@ class Analyzer:
 
     def _plan_aggregate(self, query: ast.Query, text: str) -> QueryPlan:
         source, scope = self._source_scope(query.source, "")
+        if source.kind == TABLE:  # a changed or deleted row must take back what it added: not implemented
+            raise self._err(
+                f"aggregating a TABLE ('{source.name}') is not supported yet: its updates and deletes would be "
+                "counted as new rows",
+                query.source.pos,
+                "aggregate the stream the table is built from",
+            )
         plain = ExpressionCompiler(scope, self.udfs, self.text, aliases=self.catalog.functions)
         where = self._where_sql(query, plain)
         output_scope = Scope()
