@@ -69,3 +69,32 @@ def test_aggregating_a_table_is_refused_rather_than_counting_updates_as_rows(eng
     with pytest.raises(SqlError, match=r"aggregating a TABLE .* is not supported yet") as refused:
         engine.plan("SELECT REGION, COUNT(*) AS N FROM users GROUP BY REGION EMIT CHANGES;")
     assert refused.value.column == len("SELECT REGION, COUNT(*) AS N FROM ") + 1
+
+
+@pytest.mark.parametrize(
+    ("statement", "row"),
+    [
+        ("INSERT INTO s (ID, A) VALUES (1, 2);", {"ID": 1, "A": 2}),
+        ("INSERT INTO s VALUES (3, '4');", {"ID": 3, "A": 4}),
+        ("INSERT INTO s (A, ROWTIME) VALUES (ABS(-5), 1000);", {"ID": None, "A": 5, "ROWTIME": 1000}),
+    ],
+)
+def test_insert_values_builds_the_row(engine: SqlEngine, statement: str, row: dict) -> None:
+    (result,) = engine.execute(statement)
+    assert result.kind == "VALUES" and result.rows is not None and result.rows.to_pylist() == [row]
+
+
+@pytest.mark.parametrize(
+    ("statement", "message"),
+    [
+        ("INSERT INTO s (ID) VALUES (1, 2);", "2 values for 1 columns"),
+        ("INSERT INTO s (B) VALUES (1);", "has no column 'B'"),
+        ("INSERT INTO s (A, A) VALUES (1, 2);", "given twice"),
+        ("INSERT INTO s (A) VALUES ('x');", "column 'A' is INTEGER, the value is STRING"),
+        ("INSERT INTO s (A) VALUES (ID);", "unknown column"),
+        ("INSERT INTO nowhere (A) VALUES (1);", "nowhere"),
+    ],
+)
+def test_insert_values_is_checked_at_the_statement(engine: SqlEngine, statement: str, message: str) -> None:
+    with pytest.raises(SqlError, match=message):
+        engine.execute(statement)

@@ -7,6 +7,7 @@ Streams does: the serialized key followed by the 8-byte big-endian window start.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +46,35 @@ def key_format(name: str, schema: pa.Schema) -> Format:
     if name.upper() == "JSON" and len(schema) == 1:
         return UnwrappedJson(schema)
     return get_format(name, schema)
+
+
+def encode_source_rows(source: Source, rows: pa.Table, settings: Settings) -> EncodedBatch:
+    """Records of ``source`` for ``rows`` (its columns, and ``ROWTIME`` when set): keys in its key format,
+    values in its value format, as a query writing to it would (``INSERT INTO ... VALUES``)."""
+    keys_schema = pa.schema([rows.schema.field(c.name) for c in source.key_columns])
+    values_schema = pa.schema([rows.schema.field(c.name) for c in source.value_columns])
+    values: list[bytes | None] = list(
+        value_format(source, values_schema, settings).encode(rows.select(values_schema.names))
+    )
+    keys: list[bytes | None] = [None] * rows.num_rows
+    if len(keys_schema):
+        fmt = key_format(source.key_format if len(keys_schema) == 1 else "JSON", keys_schema)
+        keys = encode_keys(fmt, rows.select(keys_schema.names))
+    now = int(time.time() * 1000)
+    stamps = rows.column("ROWTIME").to_pylist() if "ROWTIME" in rows.column_names else [None] * rows.num_rows
+    return EncodedBatch(keys=keys, values=values, timestamps=[now if t is None else int(t) for t in stamps])
+
+
+def encode_keys(fmt: Format, columns: pa.Table) -> list[bytes | None]:
+    """Record keys of the key ``columns``; a row whose key columns are all NULL has no key, as in ksqlDB."""
+    missing = np.logical_and.reduce([np.asarray(c.is_null()) for c in columns.columns])
+    if not missing.any():
+        return list(fmt.encode(columns))
+    keys: list[bytes | None] = [None] * columns.num_rows
+    present = np.flatnonzero(~missing)
+    for i, key in zip(present.tolist(), fmt.encode(columns.take(present)), strict=True):
+        keys[i] = key
+    return keys
 
 
 def text_keys(keys: list[bytes | None], rows: np.ndarray) -> pa.Array:
@@ -194,15 +224,7 @@ class SinkCodec:
                 return [None] * table.num_rows
             origin = input_rows[out_rows]
             return [input_keys[i] for i in origin]
-        columns = table.select(self.key_columns)
-        missing = np.logical_and.reduce([np.asarray(c.is_null()) for c in columns.columns])
-        if not missing.any():
-            keys: list[bytes | None] = list(self.key.encode(columns))
-        else:  # a row whose key columns are all NULL has no key, as in ksqlDB
-            present = np.flatnonzero(~missing)
-            keys = [None] * table.num_rows
-            for i, key in zip(present.tolist(), self.key.encode(columns.take(present)), strict=True):
-                keys[i] = key
+        keys = encode_keys(self.key, table.select(self.key_columns))
         if self.windowed:
             starts = pc.cast(table.column("WINDOWSTART"), pa.int64()).to_numpy().astype(">i8").tobytes()
             if self.session:

@@ -17,12 +17,12 @@ import pyarrow as pa
 
 from streamml.config import Settings
 from streamml.errors import SqlError
-from streamml.kafka import Admin, BatchConsumer, client_config
+from streamml.kafka import Admin, BatchConsumer, Producer, client_config
 from streamml.runtime.catalog_store import CatalogState, CatalogStore, engine_from_state, predict_functions
-from streamml.runtime.codec import SourceCodec
+from streamml.runtime.codec import SourceCodec, encode_source_rows
 from streamml.runtime.observe import query_state, read_status
 from streamml.runtime.tables import TableFeed
-from streamml.sql import QueryPlan, SqlEngine, StatementResult, parse
+from streamml.sql import QueryPlan, Source, SqlEngine, StatementResult, parse
 from streamml.sql import ast as sql_ast
 from streamml.sql.plan import STREAM_TABLE_JOIN
 
@@ -128,6 +128,8 @@ class Session:
             if sink is not None:
                 source_partitions = max((self._partitions(s.topic) for s in result.plan.sources), default=1)
                 self._ensure_topic(sink.topic, sink.partitions or source_partitions, sink.kind, creating=True)
+        elif isinstance(stmt, sql_ast.InsertValues) and result.source is not None and result.rows is not None:
+            return Outcome(replace(result, message=self._insert(result.source, result.rows)))
         elif isinstance(stmt, sql_ast.DropSource) and stmt.delete_topic and result.source is not None:
             self.admin.delete_topic(result.source.topic, if_exists=True)
         elif isinstance(stmt, sql_ast.SelectStatement) and result.plan is not None:
@@ -145,6 +147,13 @@ class Session:
             )
             result = replace(result, message=f"{result.message}\nAvro encoding        : {framing}")
         return Outcome(result)
+
+    def _insert(self, target: Source, rows: pa.Table) -> str:
+        """Write ``INSERT INTO ... VALUES`` rows to ``target``'s topic, encoded as a query writing to it would."""
+        records = encode_source_rows(target, rows, self.settings)
+        with Producer(self.config) as producer:
+            producer.produce_batch(target.topic, records.values, records.keys, timestamps=records.timestamps)
+        return f"{len(records.values)} row written to '{target.topic}'"
 
     def _queries_with_status(self) -> str:
         """``SHOW QUERIES`` with each query's state on the running workers, errors included."""

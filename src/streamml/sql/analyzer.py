@@ -12,7 +12,16 @@ from typing import Any
 from streamml.errors import SqlError
 from streamml.sql import ast
 from streamml.sql.catalog import PSEUDO_COLUMNS, STREAM, TABLE, WINDOW_COLUMNS, Catalog, Column, Source, suggest
-from streamml.sql.compiler import ErrorSite, ExpressionCompiler, Scope, ScopeColumn, WindowCall, event_time_sql, quote
+from streamml.sql.compiler import (
+    ErrorSite,
+    ExpressionCompiler,
+    Scope,
+    ScopeColumn,
+    WindowCall,
+    coerce_literal,
+    event_time_sql,
+    quote,
+)
 from streamml.sql.functions import AGGREGATES, Typed
 from streamml.sql.joins_planner import plan_join
 from streamml.sql.plan import (
@@ -28,7 +37,7 @@ from streamml.sql.plan import (
     Sink,
     WindowPlan,
 )
-from streamml.sql.types import BIGINT, STRING
+from streamml.sql.types import BIGINT, STRING, common_type
 from streamml.sql.udf import FunctionRegistry
 
 KNOWN_PROPERTIES = (
@@ -248,6 +257,36 @@ class Analyzer:
         )
         plan.root = PlanNode("SINK", (f"INSERT INTO {target.name} -> topic '{target.topic}'",), (plan.root,))
         return plan
+
+    def insert_values(self, stmt: ast.InsertValues) -> tuple[Source, str]:
+        """The target of ``INSERT INTO ... VALUES`` and the SQL of its one row: every column of the target in
+        order (NULL where not given), then ``ROWTIME`` when given (the record's timestamp)."""
+        target = self.catalog.get(stmt.target, line=stmt.pos.line, column=stmt.pos.column, statement=self.text)
+        columns = {c.name.upper(): c for c in target.columns}
+        names = [n.upper() for n in stmt.columns] or [c.name.upper() for c in target.columns]
+        if len(names) != len(stmt.values):
+            raise self._err(f"{len(stmt.values)} values for {len(names)} columns", stmt.pos,
+                            "give one value per column: INSERT INTO s (a, b) VALUES (1, 'x')")  # fmt: skip
+        known = [*columns, "ROWTIME"]
+        for name in names:
+            if name not in known:
+                raise self._err(f"'{target.name}' has no column '{name}'", stmt.pos, suggest(name, known))
+        if len(set(names)) != len(names):
+            raise self._err("a column is given twice", stmt.pos)
+        compiler = ExpressionCompiler(Scope(), self.udfs, self.text, aliases=self.catalog.functions)
+        given = dict(zip(names, stmt.values, strict=True))
+        select = []
+        for name, column_type in [*((c.name, c.type) for c in target.columns), ("ROWTIME", BIGINT)]:
+            value = given.get(name.upper())
+            if value is None:
+                if name != "ROWTIME":
+                    select.append(f"CAST(NULL AS {column_type.to_duckdb()}) AS {quote(name)}")
+                continue
+            typed = coerce_literal(compiler.compile(value), column_type)
+            if typed.type.name != "NULL" and common_type([typed.type, column_type]) != column_type:
+                raise self._err(f"column '{name}' is {column_type}, the value is {typed.type}", value.pos)
+            select.append(f"CAST({typed.sql} AS {column_type.to_duckdb()}) AS {quote(name)}")
+        return target, "SELECT " + ", ".join(select)
 
     # ---- queries ----------------------------------------------------------------------------------------
     def _source_scope(self, rel: ast.Relation, prefix: str) -> tuple[Source, Scope]:

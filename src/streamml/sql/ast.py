@@ -267,6 +267,15 @@ class InsertInto(Statement):
 
 
 @dataclass(kw_only=True)
+class InsertValues(Statement):
+    """``INSERT INTO name [(col, ...)] VALUES (expr, ...)``: one record written to the source's topic."""
+
+    target: str
+    columns: tuple[str, ...] = ()
+    values: tuple[Expr, ...] = ()
+
+
+@dataclass(kw_only=True)
 class DropSource(Statement):
     kind: str
     name: str

@@ -29,6 +29,7 @@ from streamml.sql.types import (
     BIGINT,
     BOOLEAN,
     DOUBLE,
+    INTEGER,
     NULL,
     STRING,
     SqlType,
@@ -316,7 +317,7 @@ class ExpressionCompiler:
                 raise self.where.error(f"'||' needs STRING operands, got {left.type} and {right.type}", e.pos)
             return Typed(f"({left.sql} || {right.sql})", STRING)
         if e.op in ("=", "!=", "<", "<=", ">", ">=", "IS DISTINCT FROM", "IS NOT DISTINCT FROM"):
-            left, right = _coerced(left, right.type), _coerced(right, left.type)
+            left, right = coerce_literal(left, right.type), coerce_literal(right, left.type)
             if not comparable(left.type, right.type):
                 raise self.where.error(f"cannot compare {left.type} with {right.type} using '{e.op}'", e.pos)
             op = "<>" if e.op == "!=" else e.op
@@ -359,7 +360,7 @@ class ExpressionCompiler:
 
     def _inlist(self, e: ast.InList, sub: Any) -> Typed:
         operand = sub(e.operand)
-        items = [_coerced(sub(i), operand.type) for i in e.items]
+        items = [coerce_literal(sub(i), operand.type) for i in e.items]
         if common_type([operand.type, *(i.type for i in items)]) is None:
             raise self.where.error("IN list items must have the same type as the tested value", e.pos)
         inner = ", ".join(i.sql for i in items)
@@ -367,7 +368,7 @@ class ExpressionCompiler:
 
     def _between(self, e: ast.Between, sub: Any) -> Typed:
         operand = sub(e.operand)
-        low, high = _coerced(sub(e.low), operand.type), _coerced(sub(e.high), operand.type)
+        low, high = coerce_literal(sub(e.low), operand.type), coerce_literal(sub(e.high), operand.type)
         if not (comparable(operand.type, low.type) and comparable(operand.type, high.type)):
             raise self.where.error(f"BETWEEN bounds must be comparable with {operand.type}", e.pos)
         neg = "NOT " if e.negated else ""
@@ -554,7 +555,7 @@ def _literal_kind(value: Any) -> str:
 _INTEGER = re.compile(r"[+-]?[0-9]+")
 
 
-def _coerced(value: Typed, other: SqlType) -> Typed:
+def coerce_literal(value: Typed, other: SqlType) -> Typed:
     """ksqlDB's literal rules: a STRING literal holding a number meets a number as that number, and any other
     literal meets a STRING as its text (``n = '1'``, ``s IN (1, 2)``); everything else is left as it is."""
     if not value.is_constant or value.value is None:
@@ -562,7 +563,9 @@ def _coerced(value: Typed, other: SqlType) -> Typed:
     if isinstance(value.value, str) and other.is_numeric and other.name != "NULL":
         text = value.value.strip()
         if _INTEGER.fullmatch(text):
-            return Typed(f"CAST({int(text)} AS BIGINT)", BIGINT, int(text))
+            whole = int(text)
+            t = INTEGER if other.name == "INTEGER" and -(2**31) <= whole < 2**31 else BIGINT
+            return Typed(f"CAST({whole} AS {t.to_duckdb()})", t, whole)
         try:
             number = float(text)
         except ValueError:

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import pyarrow as pa
+
 from streamml.errors import SqlError
 from streamml.sql import ast
 from streamml.sql.analyzer import Analyzer
 from streamml.sql.catalog import Catalog, FunctionAlias, Source, suggest
+from streamml.sql.executor import evaluate_constants
 from streamml.sql.functions import AGGREGATES, SCALARS, describe_function
 from streamml.sql.parser import parse
 from streamml.sql.plan import QueryPlan
@@ -29,6 +32,8 @@ class StatementResult:
     source: Source | None = None
     plan: QueryPlan | None = None
     query_id: str | None = None
+    #: the record ``INSERT INTO ... VALUES`` writes (its target is ``source``)
+    rows: pa.Table | None = None
 
 
 @dataclass
@@ -109,6 +114,9 @@ class SqlEngine:
             query_id = self._new_id("INSERTQUERY", "")
             self.queries[query_id] = plan
             return StatementResult(stmt, "QUERY", f"Created query with ID {query_id}", None, plan, query_id)
+        if isinstance(stmt, ast.InsertValues):
+            target, select = analyzer.insert_values(stmt)
+            return StatementResult(stmt, "VALUES", "1 row", target, rows=evaluate_constants(select))
         if isinstance(stmt, ast.SelectStatement):
             plan = analyzer.plan_query(stmt.query, stmt.text)
             return StatementResult(stmt, "QUERY", "transient query", plan=plan)

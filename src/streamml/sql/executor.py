@@ -120,6 +120,21 @@ def _reason(exc: Exception) -> str:
     return (text.splitlines()[0] if text else type(exc).__name__)[:500]
 
 
+def evaluate_constants(select: str) -> pa.Table:
+    """One row of a ``SELECT`` of constant expressions (``INSERT ... VALUES``), with the built-in macros."""
+    con = duckdb.connect(config={"threads": 1})
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        for macro in MACROS:
+            con.execute(macro)
+        try:
+            return con.sql(select).to_arrow_table()
+        except duckdb.Error as exc:
+            raise SqlError(f"cannot evaluate the values: {str(exc).splitlines()[0]}") from None
+    finally:
+        con.close()
+
+
 class QueryExecutor:
     """Executes one query plan batch by batch; holds the query's state for stateful plans."""
 

@@ -593,6 +593,14 @@ class _Builder(Transformer):
     def insert_into(self, _i: Token, _into: Token, name: _Ident, query: ast.Query) -> ast.Statement:
         return ast.InsertInto(target=str(name), query=query)
 
+    def column_list(self, *names: _Ident) -> tuple[str, ...]:
+        return tuple(str(n) for n in names)
+
+    def insert_values(self, _i: Token, _into: Token, name: _Ident, *rest: Any) -> ast.Statement:
+        columns = rest[0] if isinstance(rest[0], tuple) else ()
+        values = tuple(r for r in rest if isinstance(r, ast.Expr))
+        return ast.InsertValues(target=str(name), columns=columns, values=values)
+
     def drop(self, _d: Token, kind: str, if_exists: bool, name: _Ident, delete_topic: bool) -> ast.Statement:
         return ast.DropSource(kind=kind, name=str(name), if_exists=if_exists, delete_topic=delete_topic)
 
