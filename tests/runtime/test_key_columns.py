@@ -129,7 +129,7 @@ def test_a_batch_of_only_deletes_reaches_the_join_table(tmp_path: Path) -> None:
     executor, users = plan.executor(), engine.catalog.get("users")
     codec = SourceCodec(users, Settings(home=tmp_path))
     feed = TableFeed.__new__(TableFeed)  # the reader is not needed to apply a batch
-    feed.source, feed.codec, feed.executor, feed.lock = users, codec, executor, threading.RLock()
+    feed.source, feed.codec, feed.executor, feed.lock = users, codec.with_deletes(), executor, threading.RLock()
     keys = [struct.pack(">i", 1), struct.pack(">i", 2)]
     feed.apply(Batch([b'{"NAME": "ann"}', b'{"NAME": "bob"}'], keys))  # type: ignore[arg-type]
     deletes = Batch([None], keys[:1])

@@ -7,6 +7,7 @@ Streams does: the serialized key followed by the 8-byte big-endian window start.
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -103,8 +104,9 @@ class DecodedBatch:
 class SourceCodec:
     """Decodes record batches of one source."""
 
-    def __init__(self, source: Source, settings: Settings) -> None:
-        self.source = source
+    def __init__(self, source: Source, settings: Settings, *, deletes: bool = False) -> None:
+        #: ``deletes``: a table's tombstones come out as rows too (key columns, NULL values, ``__delete``)
+        self.source, self.deletes = source, deletes and source.kind != STREAM
         self.value = value_format(source, source.value_schema(), settings)
         key_schema = source.key_schema()
         self.window_bytes = 0
@@ -113,6 +115,12 @@ class SourceCodec:
             session = str(source.properties.get("WINDOW_TYPE", "")).upper() == "SESSION"
             self.window_bytes = 16 if session else 8
         self.key = key_format(source.key_format, key_schema) if len(key_schema) else None
+
+    def with_deletes(self) -> SourceCodec:
+        """This codec, decoding a table's tombstones as rows flagged ``__delete``."""
+        twin = copy.copy(self)
+        twin.deletes = self.source.kind != STREAM
+        return twin
 
     def decode(self, batch: RecordBatch) -> DecodedBatch:
         """Decode values (and declared key columns); undecodable records become failures, tombstones apart."""
@@ -127,6 +135,9 @@ class SourceCodec:
             assert self.key.schema is not None
             for field in self.key.schema:
                 table = table.append_column(field, pa.nulls(0, field.type))
+        if self.deletes and self.key is not None:
+            table, rows, tombstones, key_failures = self._with_deletes(batch, table, rows, tombstones)
+            failures = sorted(failures + key_failures)
         meta = {
             "ROWTIME": pa.array(batch.timestamps[rows]),
             "ROWKEY": text_keys(batch.keys, rows),
@@ -134,6 +145,28 @@ class SourceCodec:
             "ROWOFFSET": pa.array(batch.offsets[rows]),
         }
         return DecodedBatch(table=table, meta=meta, rows=rows, failures=failures, tombstones=tombstones)
+
+    def _with_deletes(
+        self, batch: RecordBatch, table: pa.Table, rows: np.ndarray, tombstones: np.ndarray
+    ) -> tuple[pa.Table, np.ndarray, np.ndarray, list[tuple[int, str]]]:
+        """The decoded rows and the table's deletes (their key columns, NULL values) in record order, each
+        flagged in ``__delete``; tombstones whose key does not decode are failures."""
+        assert self.key is not None
+        table = table.append_column("__delete", pa.array(np.zeros(table.num_rows, dtype=bool)))
+        if not len(tombstones):
+            return table, rows, tombstones, []
+        keys = self.key.decode([batch.keys[i] for i in tombstones])
+        failures = [(int(tombstones[f.index]), f"key: {f.reason}") for f in keys.failures]
+        deletes = keys.table
+        for f in table.schema:
+            if f.name not in deletes.column_names:
+                deletes = deletes.append_column(f, pa.nulls(deletes.num_rows, f.type))
+        deletes = deletes.set_column(deletes.schema.get_field_index("__delete"), "__delete",
+                                     pa.array(np.ones(deletes.num_rows, dtype=bool)))  # fmt: skip
+        merged = pa.concat_tables([table, deletes.select(table.column_names)])
+        positions = np.concatenate([rows, tombstones[keys.indices]])
+        order = np.argsort(positions, kind="stable")
+        return merged.take(pa.array(order)), positions[order], np.empty(0, np.int64), failures
 
     def _with_key_columns(
         self, batch: RecordBatch, table: pa.Table, rows: np.ndarray

@@ -94,7 +94,7 @@ class PersistentQuery:
         self.admin = Admin(self.config, timeout_s=settings.request_timeout_s)
         self.exactly_once = self.options.guarantee is Guarantee.EXACTLY_ONCE
         self.executor = plan.executor()
-        self.codecs = {s.topic: SourceCodec(s, settings) for s in plan.sources}
+        self.codecs = {s.topic: SourceCodec(s, settings, deletes=plan.reads_deletes) for s in plan.sources}
         self.table_source = plan.join.right if plan.join is not None and plan.kind == STREAM_TABLE_JOIN else None
         self.stream_topics = [s.topic for s in plan.sources if s is not self.table_source]
         extra = [pa.field("LATENCY_MS", pa.int64())] if self.options.latency_column else []

@@ -231,7 +231,7 @@ class Session:
         executor = plan.executor()
         lock = threading.RLock()
         table_source = plan.join.right if plan.join is not None and plan.kind == STREAM_TABLE_JOIN else None
-        codecs = {s.topic: SourceCodec(s, self.settings) for s in plan.sources}
+        codecs = {s.topic: SourceCodec(s, self.settings, deletes=plan.reads_deletes) for s in plan.sources}
         feed = None
         if table_source is not None:
             feed = TableFeed(self.config, table_source, codecs[table_source.topic], executor, lock)

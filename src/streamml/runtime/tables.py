@@ -9,9 +9,6 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-import numpy as np
-import pyarrow as pa
-
 from streamml.kafka import RecordBatch
 from streamml.kafka.compacted import CompactedReader
 from streamml.runtime.codec import SourceCodec
@@ -24,7 +21,8 @@ class TableFeed:
     def __init__(
         self, config: dict[str, Any], source: Source, codec: SourceCodec, executor: QueryExecutor, lock: threading.RLock
     ) -> None:
-        self.source, self.codec, self.executor, self.lock = source, codec, executor, lock
+        self.source, self.executor, self.lock = source, executor, lock
+        self.codec = codec.with_deletes()
         self.reader = CompactedReader(config, source.topic, keep_latest=False)
 
     def bootstrap(self, max_batch: int, timeout_s: float = 120.0) -> None:
@@ -40,20 +38,13 @@ class TableFeed:
     def apply(self, batch: RecordBatch) -> None:
         if not len(batch):
             return
-        decoded = self.codec.decode(batch)
-        rows, parts, mask = decoded.table, decoded.meta["ROWPARTITION"], None
-        if len(decoded.tombstones) and self.codec.key is not None:  # deletes: key columns, flagged in the mask
-            keys = self.codec.key.decode([batch.keys[i] for i in decoded.tombstones])
-            deletes = keys.table
-            for f in rows.schema:
-                if f.name not in deletes.column_names:
-                    deletes = deletes.append_column(f, pa.nulls(deletes.num_rows, f.type))
-            rows = pa.concat_tables([rows, deletes.select(rows.column_names)])
-            parts = pa.concat_arrays([parts, pa.array(batch.partitions[decoded.tombstones[keys.indices]])])
-            mask = np.concatenate([np.zeros(decoded.table.num_rows, bool), np.ones(deletes.num_rows, bool)])
+        decoded = self.codec.decode(batch)  # upserts and deletes in record order: the last change of a key wins
+        rows = decoded.table
         if rows.num_rows:
+            mask = rows.column("__delete").to_numpy(zero_copy_only=False)
             with self.lock:
-                self.executor.update_table(rows, tombstones=mask, partition=parts)
+                self.executor.update_table(rows.drop_columns(["__delete"]), tombstones=mask,
+                                           partition=decoded.meta["ROWPARTITION"])  # fmt: skip
 
     def close(self) -> None:
         self.reader.close()

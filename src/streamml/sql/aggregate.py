@@ -63,6 +63,11 @@ class AggregateState:
         types = dict(self.columns)
         #: keys changed since the last :meth:`changes`, per partition
         self.changed = KeyedChanges(con, [(k, types[k]) for k in self.pk], self.columns)
+        #: over a table: the row each primary key contributes now (its group key and arguments)
+        self.row_pk = [(quote(f"__pk{i}"), t.to_duckdb()) for i, t in enumerate(plan.table_keys)]
+        self.row_columns = self.row_pk + [c for c in self.columns if c[0] in self.keys]
+        self.row_columns += [(quote(f"__x{c.index}"), c.argument.type.to_duckdb()) for c in plan.calls if c.argument]
+        self.rows_changed = KeyedChanges(con, self.row_pk, self.row_columns, tag="rows") if self.row_pk else None
 
     def merges(self, s: str, e: str) -> list[tuple[str, str]]:
         """(column, SQL) merging the partial states of relation ``s`` with the later ones of ``e``."""
@@ -87,6 +92,16 @@ class AggregateState:
             self.con.execute(f"CREATE TABLE IF NOT EXISTS {name} ({cols}, PRIMARY KEY ({', '.join(self.pk)}))")
             self.stream_time[partition] = -(2**62)
             self.seq.setdefault(partition, 0)
+        return name
+
+    def _rows(self, partition: int) -> str:
+        """The per-key rows of a table's aggregation in ``partition`` (created on first use)."""
+        self._table(partition)
+        name = f"__rows_p{int(partition)}"
+        cols = ", ".join(f"{n} {t}" for n, t in self.row_columns)
+        self.con.execute(
+            f"CREATE TABLE IF NOT EXISTS {name} ({cols}, PRIMARY KEY ({', '.join(n for n, _ in self.row_pk)}))"
+        )
         return name
 
     def next_seq(self, partition: int, n: int) -> int:
@@ -167,6 +182,67 @@ class AggregateState:
         con.unregister("__pre")
         return result, old, late
 
+    def process_table(self, pre: pa.Table, partition: int) -> tuple[pa.Table, pa.Table | None, int]:
+        """Merge one batch of a table's changes: the last change of each primary key replaces the row it
+        contributed before (taken back out of its group: COUNT and SUM go down) by its new one (if it is
+        live: not deleted, still matching WHERE). Returns what :meth:`process` returns."""
+        table, rows, con = self._table(partition), self._rows(partition), self.con
+        pks = ", ".join(n for n, _ in self.row_pk)
+        kept = ", ".join(n for n, _ in self.row_columns)
+        con.register("__pre", pre)
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE __changes AS SELECT * FROM (SELECT *, row_number() OVER "
+            f"(PARTITION BY {pks} ORDER BY __seq DESC) AS __n FROM __pre) WHERE __n = 1"
+        )
+        con.unregister("__pre")
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE __gone AS SELECT r.* FROM {rows} AS r SEMI JOIN __changes USING ({pks})"
+        )
+        con.execute(f"CREATE OR REPLACE TEMP TABLE __added AS SELECT {kept}, __ts, __seq FROM __changes WHERE __live")
+        keys = ", ".join(self.keys)
+        touched = f"SELECT {keys} FROM __gone UNION SELECT {keys} FROM __added"
+        old = (
+            con.sql(
+                self._final_sql(f"SELECT s.* FROM {table} AS s SEMI JOIN ({touched}) USING ({keys})")
+            ).to_arrow_table()
+            if self.tracks_old_rows
+            else None
+        )
+        latest = "(SELECT max(__ts) FROM __changes)"
+        gone = ", ".join(f'{b} AS {n[:-1]}__m"' for n, b, _ in self.partials)
+        con.execute(f"CREATE OR REPLACE TEMP TABLE __minus AS SELECT {keys}, {gone} FROM __gone GROUP BY {keys}")
+        undo = ", ".join(
+            f"{name} = " + template.format(s=name, e=f'__minus.{name[:-1]}__m"')
+            for name, template in self._undo_templates()
+        )
+        match = " AND ".join(f"{table}.{k} = __minus.{k}" for k in self.keys)
+        con.execute(f"UPDATE {table} SET {undo}, __rowtime = greatest(__rowtime, {latest}) FROM __minus WHERE {match}")
+        partial_sql = ", ".join(f"{b} AS {n}" for n, b, _ in self.partials)
+        names = ", ".join(n for n, _ in self.columns)
+        con.execute(
+            f"INSERT INTO {table} AS __state ({names}) SELECT {keys}, {partial_sql}, max(__ts) AS __rowtime "
+            f"FROM __added GROUP BY {keys} ON CONFLICT ({keys}) DO UPDATE SET "
+            + ", ".join(f"{n} = {m}" for n, _, m in self.partials)
+            + ", __rowtime = greatest(__state.__rowtime, EXCLUDED.__rowtime)"
+        )
+        assert self.rows_changed is not None
+        self.rows_changed.mark(rows, "SELECT * FROM __changes")
+        self.changed.mark(table, touched)
+        con.execute(f"DELETE FROM {rows} WHERE ({pks}) IN (SELECT ({pks}) FROM __changes)")
+        con.execute(f"INSERT INTO {rows} ({kept}) SELECT {kept} FROM __added")
+        result = con.sql(self._final_sql(f"SELECT s.* FROM {table} AS s SEMI JOIN ({touched}) USING ({keys})"))
+        return result.to_arrow_table(), old, 0
+
+    def _undo_templates(self) -> list[tuple[str, str]]:
+        """(partial column, SQL template over ``{s}``/``{e}``) taking partial states back out."""
+        out = []
+        for call in self.plan.calls:
+            arg_type = call.argument.type if call.argument is not None else BIGINT
+            for j, part in enumerate(call.function.partials(arg_type)):
+                assert part.undo is not None  # the planner refuses functions that cannot undo
+                out.append((quote(f"__p{call.index}_{j}"), part.undo))
+        return out
+
     def _final_sql(self, rows: str) -> str:
         cols = self.keys + ([_WS, _WE] if self.window else [])
         keep = ", ".join(f"__state.{c}" for c in cols)
@@ -203,6 +279,8 @@ class AggregateState:
         """Changelog records (``key``, ``value``) of the keys changed since the last call, then the
         partition's stream time and sequence."""
         rows = self.changed.drain(self._table(partition), partition)
+        if self.rows_changed is not None:  # a table's aggregation: the row each key contributes, too
+            rows = pa.concat_tables([rows, self.rows_changed.drain(self._rows(partition), partition)])
         meta = {"stream_time": self.stream_time[partition], "seq": self.seq.get(partition, 0)}
         return pa.concat_tables([rows, meta_record(partition, meta)])
 
@@ -211,6 +289,9 @@ class AggregateState:
         name = self._table(partition)
         self.con.execute(f"DELETE FROM {name}")
         self.changed.forget(name)
+        if self.rows_changed is not None:
+            self.con.execute(f"DELETE FROM {self._rows(partition)}")
+            self.rows_changed.forget(self._rows(partition))
         self.stream_time[partition] = -(2**62)
         self.seq[partition] = 0
 
@@ -220,6 +301,8 @@ class AggregateState:
         if not over:
             self.drop(partition)
         self.changed.load(self._table(partition), records, partition, over=over)
+        if self.rows_changed is not None:
+            self.rows_changed.load(self._rows(partition), records, partition, over=over)
         meta = read_meta(records, partition)
         if meta or not over:
             self.stream_time[partition] = int(meta.get("stream_time", -(2**62)))

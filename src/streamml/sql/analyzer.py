@@ -13,6 +13,7 @@ from streamml.errors import SqlError
 from streamml.sql import ast
 from streamml.sql.catalog import PSEUDO_COLUMNS, STREAM, TABLE, WINDOW_COLUMNS, Catalog, Column, Source, suggest
 from streamml.sql.compiler import (
+    AggregateCall,
     ErrorSite,
     ExpressionCompiler,
     Scope,
@@ -37,7 +38,7 @@ from streamml.sql.plan import (
     Sink,
     WindowPlan,
 )
-from streamml.sql.types import BIGINT, STRING, common_type
+from streamml.sql.types import BIGINT, STRING, SqlType, common_type
 from streamml.sql.udf import FunctionRegistry
 
 KNOWN_PROPERTIES = (
@@ -451,6 +452,14 @@ class Analyzer:
             root=node,
         )
 
+    def _check_undoable(self, calls: list[AggregateCall], pos: ast.Pos) -> None:
+        """Aggregating a table needs functions that can take a row back out (COUNT, SUM, AVG)."""
+        for call in calls:
+            arg_type = call.argument.type if call.argument is not None else BIGINT
+            if any(p.undo is None for p in call.function.partials(arg_type)):
+                raise self._err(f"{call.function.name} cannot take back a changed row, so it cannot aggregate a "
+                                "TABLE", pos, "use COUNT, SUM or AVG, or aggregate the stream")  # fmt: skip
+
     def _check_window_key(self, source: Source, call: WindowCall) -> None:
         """A window's rows are the state of one input partition, so its key must be the record key: rows of
         one key all live in the same partition."""
@@ -502,13 +511,8 @@ class Analyzer:
 
     def _plan_aggregate(self, query: ast.Query, text: str) -> QueryPlan:
         source, scope = self._source_scope(query.source, "")
-        if source.kind == TABLE:  # a changed or deleted row must take back what it added: not implemented
-            raise self._err(
-                f"aggregating a TABLE ('{source.name}') is not supported yet: its updates and deletes would be "
-                "counted as new rows",
-                query.source.pos,
-                "aggregate the stream the table is built from",
-            )
+        if source.kind == TABLE and query.window is not None:
+            raise self._err("a TABLE cannot be windowed: aggregate a stream", query.window.pos)
         plain = ExpressionCompiler(scope, self.udfs, self.text, aliases=self.catalog.functions)
         where = self._where_sql(query, plain)
         output_scope = Scope()
@@ -555,6 +559,14 @@ class Analyzer:
             pre.append("(" + " + ".join(f"CAST({c} AS INTEGER)" for c in checks) + ") AS __cast_failures")
         conditions = [f"{k.sql} IS NOT NULL" for k in compiler.group_keys] + ([where] if where else [])
         pre_sql = f"SELECT {', '.join(pre)} FROM __input WHERE {' AND '.join(conditions)}"
+        table_keys: tuple[SqlType, ...] = ()
+        if source.kind == TABLE:
+            self._check_undoable(compiler.aggregates, query.source.pos)
+            table_keys = tuple(c.type for c in source.key_columns)
+            # every change of the table: a row that is deleted or stops matching takes back what it added
+            pre += [f"{quote(c.name)} AS {quote(f'__pk{i}')}" for i, c in enumerate(source.key_columns)]
+            pre += [f"coalesce(({' AND '.join(conditions)}) AND NOT __delete, FALSE) AS __live", "__delete"]
+            pre_sql = f"SELECT {', '.join(pre)} FROM __input"
         window = None
         if query.window is not None:
             w = query.window
@@ -567,6 +579,7 @@ class Analyzer:
             window,
             query.emit == "FINAL",
             having,
+            table_keys,
         )
         node = self._source_node(source)
         if where:

@@ -109,6 +109,10 @@ class KeyedChanges:
         ``table`` must hold none of those keys unless ``over`` (the state is then updated in place).
         """
         start = _literal(key_prefix(partition) + self.key_start)
+        ours = f"starts_with(decode(key), {start})"
+        if not self.tag:  # an untagged kind shares its partition with tagged ones: not theirs
+            tagged = _literal(key_prefix(partition) + '{"__tag"')
+            ours += f" AND NOT starts_with(decode(key), {tagged})"
         names = ", ".join(n for n, _ in self.columns)
         records = records.append_column("__pos", pa.array(np.arange(records.num_rows, dtype=np.int64)))
         self.con.register("__records", records)
@@ -116,7 +120,7 @@ class KeyedChanges:
             self.con.execute(
                 "CREATE OR REPLACE TEMP TABLE __latest_changes AS SELECT decode(key) AS key, value FROM "
                 "(SELECT key, value, row_number() OVER (PARTITION BY key ORDER BY __pos DESC) AS __n "
-                f"FROM __records WHERE starts_with(decode(key), {start})) WHERE __n = 1"
+                f"FROM __records WHERE {ours}) WHERE __n = 1"
             )
         finally:
             self.con.unregister("__records")

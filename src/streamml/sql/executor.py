@@ -209,6 +209,10 @@ class QueryExecutor:
             names.append(key)
         arrays.append(pa.array(np.arange(n, dtype=np.int64)))
         names.append("__row")
+        if self.plan.aggregate is not None and self.plan.aggregate.table_keys:  # a table's changes: deletes too
+            deletes = batch.column("__delete") if "__delete" in present else pa.array(np.zeros(n, dtype=bool))
+            arrays.append(deletes)
+            names.append("__delete")
         table = pa.Table.from_arrays(arrays, names=names)
         event_time = self._event_times[source] if source < len(self._event_times) else None
         if event_time is not None and n and "ROWTIME" not in schema:
@@ -398,7 +402,10 @@ class QueryExecutor:
             casts = int(pc.sum(pre.column("__cast_failures")).as_py() or 0)
         if pre is None or pre.num_rows == 0:
             return self._finish(None, failures, table.num_rows, stateless=False, casts=casts)
-        rows, old, late = self.aggregate.process(pre, partition)
+        if self.plan.aggregate.table_keys:
+            rows, old, late = self.aggregate.process_table(pre, partition)
+        else:
+            rows, old, late = self.aggregate.process(pre, partition)
         out = self._query(self.plan.main_sql, rows, "__agg_result")
         tombstones = None
         if old is not None and old.num_rows and self.plan.key_columns:

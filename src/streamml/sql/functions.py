@@ -83,6 +83,8 @@ class Partial:
     batch: str
     merge: str
     type: SqlType
+    #: SQL taking state ``{e}`` back out of ``{s}`` (a table row changed or deleted); None: not undoable
+    undo: str | None = None
 
 
 @dataclass(frozen=True)
@@ -378,7 +380,8 @@ COLLECT_LIMIT = 1000
 
 
 def _aggregates() -> dict[str, AggregateFunction]:
-    count_partials = [Partial("count({x})", "{s} + {e}", BIGINT)]
+    count_partials = [Partial("count({x})", "{s} + {e}", BIGINT, "{s} - {e}")]
+    minus = "coalesce({s}, 0) - coalesce({e}, 0)"
     aggs = [
         AggregateFunction(
             "COUNT",
@@ -397,6 +400,7 @@ def _aggregates() -> dict[str, AggregateFunction]:
                     f"CAST(sum({{x}}) AS {_sum_type(t).to_duckdb()})",
                     _NULL_MERGE.replace("{op}", "{s} + {e}"),
                     _sum_type(t),
+                    minus,
                 )
             ],
             "{p0}",
@@ -407,8 +411,8 @@ def _aggregates() -> dict[str, AggregateFunction]:
             "AVG(NUMBER)",
             "Average of the values.",
             lambda t: [
-                Partial("CAST(sum({x}) AS DOUBLE)", _NULL_MERGE.replace("{op}", "{s} + {e}"), DOUBLE),
-                Partial("count({x})", "{s} + {e}", BIGINT),
+                Partial("CAST(sum({x}) AS DOUBLE)", _NULL_MERGE.replace("{op}", "{s} + {e}"), DOUBLE, minus),
+                Partial("count({x})", "{s} + {e}", BIGINT, "{s} - {e}"),
             ],
             "CASE WHEN {p1} = 0 THEN NULL ELSE {p0} / {p1} END",
             lambda t: DOUBLE,

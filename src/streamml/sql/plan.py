@@ -69,6 +69,9 @@ class AggregatePlan:
     emit_final: bool
     #: HAVING condition over the aggregation result (a key that stops satisfying it gets a tombstone)
     having: str | None = None
+    #: over a TABLE: the types of its primary key (``__pk*`` in ``pre_sql``, with ``__live`` and ``__delete``);
+    #: a changed or deleted row takes back what it added
+    table_keys: tuple[SqlType, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -152,6 +155,11 @@ class QueryPlan:
     @property
     def value_columns(self) -> list[str]:
         return [c.name for c in self.output if not c.key]
+
+    @property
+    def reads_deletes(self) -> bool:
+        """Whether the query takes a table's deletes as rows (``__delete``): an aggregation over a table."""
+        return self.aggregate is not None and bool(self.aggregate.table_keys)
 
     @property
     def stateful(self) -> bool:
