@@ -3,6 +3,7 @@ else (a join keyword read as an alias once made a FULL JOIN an inner join)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
@@ -129,3 +130,37 @@ def test_insert_values_builds_the_row(engine: SqlEngine, statement: str, row: di
 def test_insert_values_is_checked_at_the_statement(engine: SqlEngine, statement: str, message: str) -> None:
     with pytest.raises(SqlError, match=message):
         engine.execute(statement)
+
+
+@pytest.mark.parametrize(
+    ("props", "message"),
+    [
+        ("VALUE_FORMAT='JSON_SR'", "format JSON_SR is not supported here"),
+        ("VALUE_FORMAT='PROTOBUF'", "format PROTOBUF is not supported here"),
+        ("VALUE_FORMAT='NONE'", "NONE is a key format"),
+    ],
+)
+def test_formats_without_a_codec_are_refused_at_the_statement(props: str, message: str) -> None:
+    with pytest.raises(SqlError, match=message):
+        SqlEngine().execute(f"CREATE STREAM x (A INT) WITH (KAFKA_TOPIC='x', {props});")
+
+
+def test_key_format_none_means_no_key(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from streamml.config import Settings
+    from streamml.runtime.codec import SinkCodec
+
+    engine = SqlEngine()
+    engine.execute("CREATE STREAM x (A INT) WITH (KAFKA_TOPIC='x', VALUE_FORMAT='JSON', KEY_FORMAT='NONE');")
+    with pytest.raises(SqlError, match="cannot hold key columns"):
+        engine.execute(
+            "CREATE STREAM y (K INT KEY, A INT) WITH (KAFKA_TOPIC='y', VALUE_FORMAT='JSON', KEY_FORMAT='NONE');"
+        )
+    with pytest.raises(SqlError, match="cannot hold key columns"):
+        engine.execute("CREATE STREAM z AS SELECT A FROM x PARTITION BY A;")
+    (created,) = engine.execute("CREATE STREAM copy AS SELECT A FROM x;")
+    plan = engine.queries[created.query_id]
+    sink = SinkCodec(plan, engine.catalog.get("copy"), Settings(home=Path(str(tmp_path))), [])
+    out = sink.encode(plan.executor().execute(pa.table({"A": pa.array([1], pa.int32())})), [b"k"], np.array([0]))
+    assert out.keys == [None] and out.values == [b'{"A":1}']

@@ -228,6 +228,8 @@ class SinkCodec:
         self.value_schema = pa.schema(value_fields)
         self.value = value_format(sink, self.value_schema, settings)
         self.key: Format | None = None
+        #: ``KEY_FORMAT='NONE'``: the records have no key
+        self.no_key = sink.key_format.upper() == "NONE"
         if self.key_columns:
             key_schema = pa.schema([schema.field(c) for c in self.key_columns])
             self.key = key_format(sink.key_format if len(self.key_columns) == 1 else "JSON", key_schema)
@@ -253,7 +255,7 @@ class SinkCodec:
         self, table: pa.Table, input_keys: list[bytes | None], input_rows: np.ndarray, out_rows: np.ndarray
     ) -> list[bytes | None]:
         if self.key is None:
-            if not len(input_keys):
+            if not len(input_keys) or self.no_key:
                 return [None] * table.num_rows
             origin = input_rows[out_rows]
             return [input_keys[i] for i in origin]

@@ -45,7 +45,9 @@ KNOWN_PROPERTIES = (
     "KAFKA_TOPIC", "VALUE_FORMAT", "KEY_FORMAT", "FORMAT", "PARTITIONS", "REPLICAS", "TIMESTAMP",
     "TIMESTAMP_FORMAT", "KEY", "VALUE_DELIMITER", "WRAP_SINGLE_VALUE", "VALUE_AVRO_SCHEMA_FULL_NAME",
 )  # fmt: skip
-FORMATS = ("JSON", "JSON_SR", "AVRO", "DELIMITED", "KAFKA", "PROTOBUF", "NONE")
+FORMATS = ("JSON", "JSON_SR", "AVRO", "DELIMITED", "KAFKA", "PROTOBUF", "PROTOBUF_NOSR", "NONE")
+#: ksqlDB formats without a codec here: refused at the statement, never failing later at run time
+UNSUPPORTED_FORMATS = ("JSON_SR", "PROTOBUF", "PROTOBUF_NOSR")
 
 
 def _contains_aggregate(expr: ast.Expr | None) -> bool:
@@ -123,6 +125,9 @@ class Analyzer:
                 value = str(props[key]).upper()
                 if value not in FORMATS:
                     raise self._err(f"unknown format '{props[key]}' for {key}", pos, suggest(value, list(FORMATS)))
+                if value in UNSUPPORTED_FORMATS or (value == "NONE" and key != "KEY_FORMAT"):
+                    hint = "use JSON, AVRO, DELIMITED or KAFKA" + (" (NONE is a key format)" if value == "NONE" else "")
+                    raise self._err(f"format {value} is not supported here ({key})", pos, hint)
                 props[key] = value
         return props
 
@@ -169,6 +174,9 @@ class Analyzer:
             return resolved
 
         fmt = props.get("FORMAT")
+        if str(props.get("KEY_FORMAT", "")).upper() == "NONE" and any(c.key for c in columns):
+            raise self._err("KEY_FORMAT='NONE' means no key: it cannot hold key columns", pos,
+                            "set KEY_FORMAT to KAFKA or JSON, or make the key columns value columns")  # fmt: skip
         if "WRAP_SINGLE_VALUE" in props:
             self._check_wrapping(props, str(props.get("VALUE_FORMAT", fmt or "JSON")), columns, pos)
         return Source(
