@@ -43,7 +43,7 @@ from streamml.runtime.predict import ModelProvider
 from streamml.runtime.tables import TableFeed
 from streamml.runtime.topics import ensure_changelog_topic, ensure_dead_letter_topic
 from streamml.sql import BatchResult, QueryPlan, Source
-from streamml.sql.plan import STREAM_STREAM_JOIN, STREAM_TABLE_JOIN
+from streamml.sql.plan import STREAM_STREAM_JOIN, STREAM_TABLE_JOIN, TABLE_TABLE_JOIN
 
 log = logging.getLogger(__name__)
 
@@ -343,7 +343,7 @@ class PersistentQuery:
         topics = batch.topics
         if not topics:
             parts: list[tuple[str, np.ndarray | None]] = []
-        elif self.plan.kind == STREAM_STREAM_JOIN and len(set(topics)) > 1:
+        elif self.plan.kind in (STREAM_STREAM_JOIN, TABLE_TABLE_JOIN) and len(set(topics)) > 1:
             right_topic = self.plan.join.right.topic if self.plan.join else ""
             mask = np.fromiter((t == right_topic for t in topics), bool, len(topics))
             parts = [

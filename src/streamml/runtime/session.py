@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from streamml.config import Settings
@@ -249,13 +250,22 @@ class Session:
                     if not push and consumer.reached_end():
                         return
                     continue
-                decoded = codecs[batch.topics[0] or ""].decode(batch)
-                if decoded.table.num_rows == 0:
-                    continue
-                with lock:
-                    result = executor.execute(decoded.table, decoded.meta)
-                if result.table.num_rows:
-                    yield result.table
+                right = plan.join.right.topic if plan.join is not None else None
+                for topic in dict.fromkeys(batch.topics):  # a join's batch may hold both sides: each in turn
+                    part = (
+                        batch
+                        if len(set(batch.topics)) == 1
+                        else batch.take(np.flatnonzero(np.asarray(batch.topics, dtype=object) == topic))
+                    )
+                    decoded = codecs[topic or ""].decode(part)
+                    if decoded.table.num_rows == 0:
+                        continue
+                    with lock:
+                        result = executor.execute(
+                            decoded.table, decoded.meta, side="right" if topic == right else "left"
+                        )
+                    if result.table.num_rows:
+                        yield result.table
         finally:
             consumer.close()
             if feed is not None:

@@ -30,6 +30,8 @@ from streamml.sql.plan import (
     DEFAULT_GRACE_MS,
     SEQUENCE,
     STATELESS,
+    STREAM_TABLE_JOIN,
+    TABLE_TABLE_JOIN,
     AggregatePlan,
     OutputColumn,
     PlanNode,
@@ -220,11 +222,11 @@ class Analyzer:
         """The created source and the persistent query of ``CREATE STREAM|TABLE ... AS SELECT``."""
         props = self._properties(dict(stmt.properties), stmt.pos)
         plan = self.plan_query(stmt.query, stmt.text)
-        if stmt.kind == TABLE and plan.kind != AGGREGATE:
-            raise self._err("CREATE TABLE AS SELECT needs a GROUP BY aggregation", stmt.query.pos)
+        if stmt.kind == TABLE and plan.kind not in (AGGREGATE, TABLE_TABLE_JOIN):
+            raise self._err("CREATE TABLE AS SELECT needs a GROUP BY aggregation or a table-table join", stmt.query.pos)
         if stmt.kind == STREAM and plan.kind == AGGREGATE:
             raise self._err("an aggregation produces a table: use CREATE TABLE ... AS SELECT", stmt.pos)
-        if stmt.kind == STREAM and plan.sources[0].kind == TABLE and plan.join is None:
+        if stmt.kind == STREAM and plan.sources[0].kind == TABLE and plan.kind != STREAM_TABLE_JOIN:
             raise self._err("a query over a table produces a table: use CREATE TABLE ... AS SELECT", stmt.pos)
         first = plan.sources[0]
         props.setdefault("KAFKA_TOPIC", stmt.name)

@@ -30,8 +30,8 @@ from streamml.sql.aggregate import AggregateState
 from streamml.sql.changes import legacy_snapshot
 from streamml.sql.compiler import event_time_sql, quote
 from streamml.sql.functions import MACROS
-from streamml.sql.join import StreamBuffers, TableState
-from streamml.sql.plan import AGGREGATE, STREAM_STREAM_JOIN, STREAM_TABLE_JOIN, QueryPlan
+from streamml.sql.join import StreamBuffers, TableJoinState, TableState
+from streamml.sql.plan import AGGREGATE, STREAM_STREAM_JOIN, STREAM_TABLE_JOIN, TABLE_TABLE_JOIN, QueryPlan
 from streamml.sql.sequences import SequenceState
 from streamml.sql.session import SessionState
 from streamml.sql.udf import CallFailures
@@ -160,6 +160,9 @@ class QueryExecutor:
         self.table_state = (
             TableState(self.con, plan.join.right) if plan.kind == STREAM_TABLE_JOIN and plan.join else None
         )
+        self.table_join = (
+            TableJoinState(self.con, plan.sources[0], plan.sources[1]) if plan.kind == TABLE_TABLE_JOIN else None
+        )
         self.sequence = SequenceState(plan.sequence) if plan.sequence is not None else None
         self.buffers = None
         if plan.kind == STREAM_STREAM_JOIN and plan.join is not None and plan.join.within is not None:
@@ -209,7 +212,7 @@ class QueryExecutor:
             names.append(key)
         arrays.append(pa.array(np.arange(n, dtype=np.int64)))
         names.append("__row")
-        if self.plan.aggregate is not None and self.plan.aggregate.table_keys:  # a table's changes: deletes too
+        if self.plan.reads_deletes:  # a table's changes: deletes too
             deletes = batch.column("__delete") if "__delete" in present else pa.array(np.zeros(n, dtype=bool))
             arrays.append(deletes)
             names.append("__delete")
@@ -280,6 +283,8 @@ class QueryExecutor:
     def _execute_partition(self, table: pa.Table, partition: int, side: str) -> BatchResult:
         if self.buffers is not None:
             return self._execute_stream_join(table, side, partition)
+        if self.table_join is not None:
+            return self._execute_table_join(table, side, partition)
         if self.plan.kind == AGGREGATE:
             return self._execute_aggregate(table, partition)
         n_in, failures = table.num_rows, list[RowFailure]()
@@ -325,6 +330,21 @@ class QueryExecutor:
         out, failures = self._isolating(sql, table)
         self.buffers.add(partition, side, table, names)
         return self._finish(out, failures, n_in, stateless=True, late=n_late)
+
+    def _execute_table_join(self, table: pa.Table, side: str, partition: int) -> BatchResult:
+        """Apply one table's changes, then join every key they touched: its row, or a tombstone."""
+        assert self.table_join is not None and self.plan.join is not None
+        source = self.plan.sources[0 if side == "left" else 1]
+        deletes = table.column("__delete").to_numpy(zero_copy_only=False)
+        self.table_join.update(side, table.select([c.name for c in source.columns]), deletes, partition)
+        key = quote(source.key_columns[0].name)
+        touched = self._query(
+            f"SELECT {key} AS __k, max(ROWTIME) AS __ts FROM __input WHERE {key} IS NOT NULL GROUP BY {key}", table
+        )
+        self.table_join.views(partition)
+        out = self._query(self.plan.main_sql, touched, "__touched")
+        gone = self._query(self.plan.join.right_sql, touched, "__touched")
+        return self._finish(out, [], table.num_rows, stateless=False, tombstones=gone)
 
     def _finish(
         self,
@@ -463,6 +483,8 @@ class QueryExecutor:
             return self.sequence.partitions()
         if self.table_state is not None:
             return self.table_state.partitions()
+        if self.table_join is not None:
+            return self.table_join.partitions()
         return self.buffers.partitions() if self.buffers is not None else []
 
     def snapshot(self, partition: int) -> bytes:
@@ -498,6 +520,8 @@ class QueryExecutor:
             return self.sequence.changes(partition)
         if self.table_state is not None:
             return self.table_state.changes(partition)
+        if self.table_join is not None:
+            return self.table_join.changes(partition)
         if self.buffers is not None:
             return self.buffers.changes(partition, *self._empty_inputs())
         return pa.table({"key": pa.array([], pa.binary()), "value": pa.array([], pa.binary())})
@@ -516,6 +540,8 @@ class QueryExecutor:
             self.sequence.load(partition, records, over=over)
         elif self.table_state is not None:
             self.table_state.load(partition, records, over=over)
+        elif self.table_join is not None:
+            self.table_join.load(partition, records, over=over)
         elif self.buffers is not None:
             self.buffers.load(partition, records, *self._empty_inputs(), over=over)
 

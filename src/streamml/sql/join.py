@@ -23,18 +23,19 @@ from streamml.sql.compiler import quote
 class TableState:
     """Latest row per key of the table side of a join."""
 
-    def __init__(self, con: Any, source: Source) -> None:
+    def __init__(self, con: Any, source: Source, *, name: str = "__table", tag: str = "") -> None:
         self.con = con
         self.source = source
+        self.name = name
         self.key = [quote(c.name) for c in source.key_columns]
         self._created: set[int] = set()
         columns = [(quote(c.name), c.type.to_duckdb()) for c in source.columns]
         types = dict(columns)
-        #: keys changed since the last :meth:`changes`, per partition
-        self.changed = KeyedChanges(con, [(k, types[k]) for k in self.key], columns)
+        #: keys changed since the last :meth:`changes`, per partition (``tag`` tells two tables apart)
+        self.changed = KeyedChanges(con, [(k, types[k]) for k in self.key], columns, tag=tag)
 
     def table(self, partition: int) -> str:
-        name = f"__table_p{int(partition)}"
+        name = f"{self.name}_p{int(partition)}"
         if partition not in self._created:
             cols = ", ".join(f"{quote(c.name)} {c.type.to_duckdb()}" for c in self.source.columns)
             self.con.execute(f"CREATE TABLE IF NOT EXISTS {name} ({cols}, PRIMARY KEY ({', '.join(self.key)}))")
@@ -104,6 +105,38 @@ class TableState:
         if not over:
             self.con.execute(f"DELETE FROM {name}")
         self.changed.load(name, records, partition, over=over)
+
+
+class TableJoinState:
+    """Both sides of a table-table join: the latest row per key of each table, per partition."""
+
+    def __init__(self, con: Any, left: Source, right: Source) -> None:
+        self.con = con
+        self.sides = {
+            "left": TableState(con, left, name="__ltable", tag="left"),
+            "right": TableState(con, right, name="__rtable", tag="right"),
+        }
+
+    def update(self, side: str, rows: pa.Table, deletes: Any, partition: int) -> None:
+        """Apply one side's changes (``deletes``: boolean mask of the rows that delete their key)."""
+        self.sides[side].update(rows, deletes, partition)
+
+    def views(self, partition: int) -> None:
+        """Point ``__left`` and ``__right`` at the partition's tables, for the join's queries."""
+        for side, alias in (("left", "__left"), ("right", "__right")):
+            self.con.execute(
+                f"CREATE OR REPLACE TEMP VIEW {alias} AS SELECT * FROM {self.sides[side].table(partition)}"
+            )
+
+    def partitions(self) -> list[int]:
+        return sorted(set(self.sides["left"].partitions()) | set(self.sides["right"].partitions()))
+
+    def changes(self, partition: int) -> pa.Table:
+        return pa.concat_tables([state.changes(partition) for state in self.sides.values()])
+
+    def load(self, partition: int, records: pa.Table, *, over: bool = False) -> None:
+        for state in self.sides.values():
+            state.load(partition, records, over=over)
 
 
 class StreamBuffers:

@@ -1,4 +1,5 @@
-"""Planning of joins: stream-table (latest row per table key) and stream-stream (WITHIN window buffers)."""
+"""Planning of joins: stream-table (latest row per table key), stream-stream (WITHIN window buffers) and
+table-table (the latest row per key of both tables, joined on their primary keys)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from streamml.sql.plan import (
     DEFAULT_GRACE_MS,
     STREAM_STREAM_JOIN,
     STREAM_TABLE_JOIN,
+    TABLE_TABLE_JOIN,
     JoinPlan,
     OutputColumn,
     PlanNode,
@@ -30,11 +32,13 @@ def plan_join(self: Analyzer, query: ast.Query, text: str) -> QueryPlan:
     lq, rq = query.source.alias or left.name, join.relation.alias or right.name
     if lq.upper() == rq.upper():
         raise self._err("both sides of the join have the same name: give them aliases", join.relation.pos)
+    if left.kind == TABLE and right.kind == TABLE:
+        return _plan_table_join(self, query, text, (left, lq), (right, rq))
     if left.kind == TABLE:
         raise self._err("the left side of a join must be a stream", query.source.pos)
     scope = Scope(lscope.columns + rscope.columns)
     compiler = ExpressionCompiler(scope, self.udfs, self.text, aliases=self.catalog.functions)
-    if join.kind in ("FULL", "RIGHT"):
+    if join.kind in ("FULL", "RIGHT") and not (left.kind == TABLE and right.kind == TABLE):
         raise self._err(f"{join.kind} OUTER joins are not supported yet", join.pos,
                         "swap the sides and write LEFT JOIN" if join.kind == "RIGHT" else None)  # fmt: skip
     kind = STREAM_TABLE_JOIN if right.kind == TABLE else STREAM_STREAM_JOIN
@@ -161,6 +165,65 @@ def _plan_stream_join(
         limit=query.limit,
         emit=query.emit,
         root=node,
+    )
+
+
+def _plan_table_join(
+    self: Analyzer, query: ast.Query, text: str, left: tuple[Source, str], right: tuple[Source, str]
+) -> QueryPlan:
+    """``table JOIN table ON l.pk = r.pk`` (INNER, LEFT, RIGHT, FULL): whenever a key changes on either side,
+    its joined row, or a tombstone when the join has no row for it any more."""
+    join = query.joins[0]
+    (ls, lq), (rs, rq) = left, right
+    if join.within is not None:
+        raise self._err("WITHIN is only allowed for stream-stream joins", join.pos)
+    if len(ls.key_columns) != 1 or len(rs.key_columns) != 1:
+        raise self._err("a table-table join needs tables with one PRIMARY KEY column each", join.pos)
+    scope = Scope()  # the tables' columns only: a table's row has no single ROWTIME or offset
+    for source, qualifier, prefix in ((ls, lq, "l."), (rs, rq, "r.")):
+        for c in source.columns:
+            scope.add(ScopeColumn(c.name, c.type, prefix + quote(c.name), qualifier))
+    compiler = ExpressionCompiler(scope, self.udfs, self.text, aliases=self.catalog.functions)
+    lk, rk = (f"{p}{quote(s.key_columns[0].name)}" for p, s in (("l.", ls), ("r.", rs)))
+    on = compiler.predicate(join.on, "ON")
+    if on.sql not in (f"({lk} = {rk})", f"({rk} = {lk})"):
+        raise self._err("a table-table join is ON the primary keys of both tables", join.on.pos,
+                        f"write ON {lq}.{ls.key_columns[0].name} = {rq}.{rs.key_columns[0].name}")  # fmt: skip
+    if ls.key_columns[0].type != rs.key_columns[0].type:
+        raise self._err("the primary keys of the joined tables need the same type", join.on.pos)
+    where = self._where_sql(query, compiler)
+    items = self._expand(query, scope, [left, right], compiler)
+    outputs = _key_first(items, [lk, rk])
+    key = next((o for o in outputs if o.key), None)
+    if key is None:
+        raise self._err("select the join key (a table's rows are keyed by it)", query.pos,
+                        f"add {lq}.{ls.key_columns[0].name} to the SELECT")  # fmt: skip
+    present = {"INNER": f"{lk} IS NOT NULL AND {rk} IS NOT NULL", "LEFT": f"{lk} IS NOT NULL",
+               "RIGHT": f"{rk} IS NOT NULL", "FULL": f"({lk} IS NOT NULL OR {rk} IS NOT NULL)"}[join.kind]  # fmt: skip
+    row = f"coalesce({present}{f' AND ({where})' if where else ''}, FALSE)"
+    by_name = {i.name: i for i in items}
+    select = [f"{'t.__k' if o.key else by_name[o.name].typed.sql} AS {quote(o.name)}" for o in outputs]
+    joined = f"FROM __touched AS t LEFT JOIN __left AS l ON {lk} = t.__k LEFT JOIN __right AS r ON {rk} = t.__k"
+    main = f"SELECT {', '.join([*select, 't.__ts AS __rowtime'])} {joined} WHERE {row}"
+    gone = f"SELECT t.__k AS {quote(key.name)}, t.__ts AS __rowtime {joined} WHERE NOT {row}"
+    node = PlanNode(
+        f"{join.kind} JOIN",
+        (f"table {ls.name} AS {lq} with table {rs.name} AS {rq} on their keys; both tables kept as state",),
+        (self._source_node(ls), self._source_node(rs)),
+    )
+    return QueryPlan(
+        kind=TABLE_TABLE_JOIN,
+        text=text,
+        sources=(ls, rs),
+        output=outputs,
+        main_sql=main,
+        where_sql=where,
+        join=JoinPlan(join.kind, rs, rq, lk, rs.key_columns[0].name, right_sql=gone),
+        udfs=tuple(compiler.udf_uses.values()),
+        has_casts=False,
+        limit=query.limit,
+        emit=query.emit,
+        root=PlanNode("PROJECT", tuple(select), (node,)),
     )
 
 

@@ -23,6 +23,7 @@ STATELESS = "STATELESS"
 AGGREGATE = "AGGREGATE"
 STREAM_TABLE_JOIN = "STREAM_TABLE_JOIN"
 STREAM_STREAM_JOIN = "STREAM_STREAM_JOIN"
+TABLE_TABLE_JOIN = "TABLE_TABLE_JOIN"
 #: a stateless projection with calls OVER a window of rows per key (the rows are the state)
 SEQUENCE = "SEQUENCE"
 #: grace period of windows and join windows when the statement names none (as in ksqlDB)
@@ -158,8 +159,9 @@ class QueryPlan:
 
     @property
     def reads_deletes(self) -> bool:
-        """Whether the query takes a table's deletes as rows (``__delete``): an aggregation over a table."""
-        return self.aggregate is not None and bool(self.aggregate.table_keys)
+        """Whether the query takes a table's deletes as rows (``__delete``): an aggregation over a table, or
+        a table-table join."""
+        return self.kind == TABLE_TABLE_JOIN or (self.aggregate is not None and bool(self.aggregate.table_keys))
 
     @property
     def stateful(self) -> bool:
