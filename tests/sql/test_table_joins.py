@@ -72,9 +72,34 @@ def test_a_table_join_is_a_table(engine: SqlEngine) -> None:
         ("SELECT X, Y FROM a JOIN b ON a.ID = b.ID", "select the join key"),
         ("SELECT a.ID AS ID, X FROM a JOIN b WITHIN 1 MINUTE ON a.ID = b.ID", "WITHIN is only allowed"),
         ("SELECT a.ID AS ID, a.ROWTIME AS T FROM a JOIN b ON a.ID = b.ID", "ROWTIME"),
-        ("SELECT s.ID AS ID, Z FROM s FULL OUTER JOIN b ON s.ID = b.ID", "FULL OUTER joins are not supported"),
+        ("SELECT s.ID AS ID, Z FROM s FULL OUTER JOIN b ON s.ID = b.ID", "a stream-table join is INNER or LEFT"),
     ],
 )
 def test_refused_at_the_statement(engine: SqlEngine, query: str, message: str) -> None:
     with pytest.raises(SqlError, match=message):
         engine.plan(query + " EMIT CHANGES;")
+
+
+@pytest.mark.parametrize(
+    ("join", "key", "left_out", "right_out"),
+    [
+        ("RIGHT JOIN", "w.ID", [], [{"K": 1, "Z": "z1", "W": "w1"}, {"K": 2, "Z": None, "W": "w2"}]),
+        ("FULL OUTER JOIN", "s.ID", [{"K": 1, "Z": "z1", "W": None}],
+         [{"K": 1, "Z": "z1", "W": "w1"}, {"K": 2, "Z": None, "W": "w2"}]),
+    ],
+)  # fmt: skip
+def test_outer_stream_joins_write_unmatched_records_at_once(
+    engine: SqlEngine, join: str, key: str, left_out: list[dict], right_out: list[dict]
+) -> None:
+    """The unmatched record of an outer side is written at once with NULLs; a FULL join's key is whichever
+    side's key the row has."""
+    engine.execute("CREATE STREAM w (ID INT KEY, W VARCHAR) WITH (KAFKA_TOPIC='w', VALUE_FORMAT='JSON');")
+    plan = engine.plan(f"SELECT {key} AS K, Z, W FROM s {join} w WITHIN 1 MINUTE ON s.ID = w.ID EMIT CHANGES;")
+    assert plan.output[0].name == "K" and plan.output[0].key
+    executor = plan.executor()
+    first = executor.execute(pa.table({"ID": pa.array([1], pa.int32()), "Z": ["z1"]}), {"ROWTIME": [1_000]})
+    second = executor.execute(
+        pa.table({"ID": pa.array([1, 2], pa.int32()), "W": ["w1", "w2"]}), {"ROWTIME": [2_000, 2_000]}, side="right"
+    )
+    assert first.table.to_pylist() == left_out
+    assert sorted(second.table.to_pylist(), key=lambda r: r["K"]) == right_out

@@ -3,6 +3,7 @@ table-table (the latest row per key of both tables, joined on their primary keys
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from streamml.sql import ast
@@ -38,10 +39,9 @@ def plan_join(self: Analyzer, query: ast.Query, text: str) -> QueryPlan:
         raise self._err("the left side of a join must be a stream", query.source.pos)
     scope = Scope(lscope.columns + rscope.columns)
     compiler = ExpressionCompiler(scope, self.udfs, self.text, aliases=self.catalog.functions)
-    if join.kind in ("FULL", "RIGHT") and not (left.kind == TABLE and right.kind == TABLE):
-        raise self._err(f"{join.kind} OUTER joins are not supported yet", join.pos,
-                        "swap the sides and write LEFT JOIN" if join.kind == "RIGHT" else None)  # fmt: skip
     kind = STREAM_TABLE_JOIN if right.kind == TABLE else STREAM_STREAM_JOIN
+    if join.kind in ("FULL", "RIGHT") and kind == STREAM_TABLE_JOIN:
+        raise self._err(f"a stream-table join is INNER or LEFT, not {join.kind} OUTER", join.pos)
     if kind == STREAM_TABLE_JOIN and (join.within is not None or join.grace_ms is not None):
         raise self._err("WITHIN is only allowed for stream-stream joins", join.pos)
     if kind == STREAM_STREAM_JOIN:
@@ -115,14 +115,21 @@ def _plan_stream_join(
     on = compiler.predicate(join.on, "ON")
     where = self._where_sql(query, compiler)
     items = self._expand(query, Scope(), [left, right], compiler)
-    select = [f"{i.typed.sql} AS {quote(i.name)}" for i in items]
     key_sqls: list[str] = []
     if isinstance(join.on, ast.BinaryOp) and join.on.op == "=":
         sides = [compiler.compile(join.on.left).sql, compiler.compile(join.on.right).sql]
         lefts = [x for x in sides if "l." in x and "r." not in x]
         rights = [x for x in sides if "r." in x and "l." not in x]
         if len(lefts) == 1 and len(rights) == 1:
-            key_sqls = lefts + (rights if join.kind == "INNER" else [])
+            # the key of a row: the side it surely has (a FULL join's row has one side or both)
+            key_sqls = {"INNER": lefts + rights, "LEFT": lefts, "RIGHT": rights, "FULL": lefts + rights}[join.kind]
+            if join.kind == "FULL":
+                either = f"coalesce({lefts[0]}, {rights[0]})"
+                items = [
+                    replace(i, typed=replace(i.typed, sql=either)) if i.typed.sql in key_sqls else i for i in items
+                ]
+                key_sqls = [either]
+    select = [f"{i.typed.sql} AS {quote(i.name)}" for i in items]
     before, after = join.within
     grace = join.grace_ms if join.grace_ms is not None else DEFAULT_GRACE_MS
     lt, rt = 'l."ROWTIME"', 'r."ROWTIME"'
@@ -132,14 +139,17 @@ def _plan_stream_join(
     if casts:
         extra.append(f"({' + '.join(casts)}) AS __cast_failures")
     tail = f" WHERE {where}" if where else ""
-    outer = "LEFT " if join.kind == "LEFT" else ""
+    # an unmatched record of an outer side is written at once with NULLs for the other side
+    left_outer = "LEFT " if join.kind in ("LEFT", "FULL") else ""
+    right_outer = "RIGHT " if join.kind in ("RIGHT", "FULL") else ""
+    extra = [f"greatest(coalesce({lt}, {rt}), coalesce({rt}, {lt})) AS __rowtime", *extra[1:]]
     main = (
         f"SELECT {', '.join([*select, *extra, 'l.__row AS __row'])} "
-        f"FROM __input AS l {outer}JOIN __right_buf AS r ON {condition}{tail}"
+        f"FROM __input AS l {left_outer}JOIN __right_buf AS r ON {condition}{tail}"
     )
     right_sql = (
         f"SELECT {', '.join([*select, *extra, 'r.__row AS __row'])} "
-        f"FROM __left_buf AS l JOIN __input AS r ON {condition}{tail}"
+        f"FROM __left_buf AS l {right_outer}JOIN __input AS r ON {condition}{tail}"
     )
     node = PlanNode(
         f"{join.kind} JOIN",
