@@ -140,6 +140,9 @@ class Session:
             self._save()
         if isinstance(stmt, sql_ast.Show) and stmt.what == "QUERIES":
             result = replace(result, message=self._queries_with_status())
+        elif isinstance(stmt, sql_ast.Show) and stmt.what == "TOPICS":  # the cluster's, as ksqlDB lists them
+            names = [t for t in self.admin.topic_names() if not t.startswith("_")]
+            result = replace(result, message="\n".join(names))
         elif isinstance(stmt, sql_ast.Describe) and result.source is not None and result.source.value_format == "AVRO":
             framing = (
                 f"Confluent wire format, schema registry {self.settings.schema_registry_url}"
