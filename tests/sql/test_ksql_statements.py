@@ -158,3 +158,10 @@ def test_key_format_none_means_no_key(tmp_path: object) -> None:
     sink = SinkCodec(plan, engine.catalog.get("copy"), Settings(home=Path(str(tmp_path))), [])
     out = sink.encode(plan.executor().execute(pa.table({"A": pa.array([1], pa.int32())})), [b"k"], np.array([0]))
     assert out.keys == [None] and out.values == [b'{"A":1}']
+
+
+def test_create_or_replace_upgrades_the_query_in_place(engine: SqlEngine) -> None:
+    (first,) = engine.execute("CREATE STREAM doubled AS SELECT ID, A * 2 AS B FROM s;")
+    (second,) = engine.execute("CREATE OR REPLACE STREAM doubled AS SELECT ID, A * 3 AS B FROM s;")
+    assert second.query_id == first.query_id and list(engine.queries) == [first.query_id]
+    assert "A * 3" in engine.queries[first.query_id].text

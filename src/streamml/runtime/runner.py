@@ -53,6 +53,8 @@ class _Running:
     metrics: QueryMetrics
     start: Callable[[], _Running]
     query: PersistentQuery | None = None
+    #: the statement it runs (``CREATE OR REPLACE`` changes it: the query restarts with the new one)
+    text: str = ""
 
 
 @dataclass
@@ -147,6 +149,9 @@ class Runner:
             if query_id not in wanted:
                 log.info("query %s was terminated; stopping it", query_id)
                 self._stop_one(query_id)
+            elif engine.queries[query_id].text != self._running[query_id].text:
+                log.info("query %s was replaced; restarting it with its new statement", query_id)
+                self._stop_one(query_id)  # it commits what it has: the new statement goes on from there
         for query_id in sorted(wanted - set(self._running)):
             plan = engine.queries[query_id]
             assert plan.sink is not None
@@ -162,6 +167,7 @@ class Runner:
             stop,
             metrics,
             start=lambda: self._start(query_id, plan, sink, metrics, properties),
+            text=plan.text,
         )  # fmt: skip
         running.thread.start()
         return running

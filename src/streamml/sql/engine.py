@@ -105,8 +105,20 @@ class SqlEngine:
                     statement=text,
                 )
             source, plan = analyzer.create_as(stmt)
+            existing = self.catalog.find(stmt.name)
+            if existing is not None and existing.topic != source.topic:  # ksqlDB cannot upgrade a topic either
+                raise SqlError(
+                    f"CREATE OR REPLACE cannot move '{existing.name}' from topic '{existing.topic}' to "
+                    f"'{source.topic}'",
+                    line=stmt.pos.line, column=stmt.pos.column, statement=text,
+                    hint=f"repeat WITH (KAFKA_TOPIC='{existing.topic}')",
+                )  # fmt: skip
             self.catalog.add(source, replace_existing=stmt.or_replace)
-            query_id = self._new_id("CSAS" if stmt.kind == "STREAM" else "CTAS", source.name)
+            prefix = "CSAS" if stmt.kind == "STREAM" else "CTAS"
+            # CREATE OR REPLACE upgrades the query writing the target in place (its id, offsets and state)
+            replaced = [q for q, p in self.queries.items() if q.startswith(f"{prefix}_") and p.sink is not None
+                        and p.sink.name.upper() == source.name.upper()] if stmt.or_replace else []  # fmt: skip
+            query_id = replaced[0] if replaced else self._new_id(prefix, source.name)
             self.queries[query_id] = plan
             return StatementResult(stmt, "QUERY", f"Created query with ID {query_id}", source, plan, query_id)
         if isinstance(stmt, ast.InsertInto):
