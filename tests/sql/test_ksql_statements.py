@@ -165,3 +165,22 @@ def test_create_or_replace_upgrades_the_query_in_place(engine: SqlEngine) -> Non
     (second,) = engine.execute("CREATE OR REPLACE STREAM doubled AS SELECT ID, A * 3 AS B FROM s;")
     assert second.query_id == first.query_id and list(engine.queries) == [first.query_id]
     assert "A * 3" in engine.queries[first.query_id].text
+
+
+def test_the_avro_schema_full_name_is_checked_at_the_statement(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from streamml.config import Settings
+    from streamml.runtime.codec import value_format
+
+    engine = SqlEngine()
+    with pytest.raises(SqlError, match="is not an Avro full name"):
+        engine.execute(
+            "CREATE STREAM x (A INT) WITH (KAFKA_TOPIC='x', VALUE_FORMAT='AVRO', VALUE_AVRO_SCHEMA_FULL_NAME='a-b');"
+        )
+    engine.execute(
+        "CREATE STREAM y (A INT) WITH (KAFKA_TOPIC='y', VALUE_FORMAT='AVRO', VALUE_AVRO_SCHEMA_FULL_NAME='com.acme.Pet');"
+    )
+    source = engine.catalog.get("y")
+    fmt = value_format(source, source.value_schema(), Settings(home=Path(str(tmp_path))))
+    assert fmt.avro_schema["name"] == "Pet" and fmt.avro_schema["namespace"] == "com.acme"  # type: ignore[attr-defined]

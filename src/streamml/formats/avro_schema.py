@@ -54,8 +54,13 @@ def load_avro_schema(source: dict[str, Any] | str | Path) -> dict[str, Any]:
 def avro_schema_from_arrow(schema: pa.Schema, name: str = "Record", namespace: str | None = None) -> dict[str, Any]:
     """Derive an Avro record schema from an Arrow schema: every field (and item) a ``["null", T]`` union.
 
-    Nested records are named ``<parent>_<field>``. Raises :class:`FormatError` for a type Avro cannot hold.
+    Nested records are named ``<parent>_<field>``; a dotted ``name`` is a full name (``com.acme.Pet``: the
+    namespace, then the name). Raises :class:`FormatError` for a type Avro cannot hold.
     """
+    if namespace is None and "." in name:
+        namespace, _, name = name.rpartition(".")
+        for part in namespace.split("."):
+            _check_name(part, "namespace part")
     _check_name(name, "record name")
     record: dict[str, Any] = {"type": "record", "name": name, "fields": _avro_fields(list(schema), name)}
     if namespace:

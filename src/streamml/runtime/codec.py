@@ -35,7 +35,7 @@ def value_format(source: Source, schema: pa.Schema, settings: Settings) -> Forma
     if kind == "DELIMITED" and delimiter:
         options["delimiter"] = delimiter
     if kind == "AVRO":
-        options["record_name"] = "KsqlDataSourceSchema"
+        options["record_name"] = str(source.properties.get("VALUE_AVRO_SCHEMA_FULL_NAME", "KsqlDataSourceSchema"))
         if settings.schema_registry_url:
             options.update(schema_registry_url=settings.schema_registry_url, subject=f"{topic}-value")
     return get_format(kind, schema, **options)

@@ -123,12 +123,15 @@ class Session:
             raise _relocate(exc, statement, text) from None
         stmt = result.statement
         if isinstance(stmt, sql_ast.CreateSource) and result.source is not None:
-            self._ensure_topic(result.source.topic, result.source.partitions, result.source.kind, creating=False)
+            source = result.source
+            self._ensure_topic(source.topic, source.partitions, source.kind, creating=False, replicas=source.replicas)
         elif result.query_id is not None and result.plan is not None:
             sink = result.plan.sink
             if sink is not None:
                 source_partitions = max((self._partitions(s.topic) for s in result.plan.sources), default=1)
-                self._ensure_topic(sink.topic, sink.partitions or source_partitions, sink.kind, creating=True)
+                replicas = result.source.replicas if result.source is not None else None
+                self._ensure_topic(sink.topic, sink.partitions or source_partitions, sink.kind, creating=True,
+                                   replicas=replicas)  # fmt: skip
         elif isinstance(stmt, sql_ast.InsertValues) and result.source is not None and result.rows is not None:
             return Outcome(replace(result, message=self._insert(result.source, result.rows)))
         elif isinstance(stmt, sql_ast.DropSource) and stmt.delete_topic and result.source is not None:
@@ -196,7 +199,9 @@ class Session:
     def _partitions(self, topic: str) -> int:
         return len(self.admin.describe_topic(topic, with_offsets=False).partitions)
 
-    def _ensure_topic(self, topic: str, partitions: int | None, kind: str, creating: bool) -> None:
+    def _ensure_topic(
+        self, topic: str, partitions: int | None, kind: str, creating: bool, replicas: int | None = None
+    ) -> None:
         if self.admin.exists(topic):
             return
         if partitions is None and not creating:
@@ -204,7 +209,8 @@ class Session:
                 f"topic '{topic}' does not exist",
                 hint="create it first, or add PARTITIONS=n to the WITH clause to have it created",
             )
-        self.admin.create_topic(topic, partitions=partitions or 1, config=_COMPACT if kind == "TABLE" else None)
+        self.admin.create_topic(topic, partitions=partitions or 1, replication=replicas or 1,
+                                config=_COMPACT if kind == "TABLE" else None)  # fmt: skip
 
     # -- transient queries --------------------------------------------------------------------------------
     def query(self, text: str, limit: int | None = None) -> pa.Table:

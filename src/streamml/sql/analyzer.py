@@ -6,6 +6,7 @@ shapes raise :class:`SqlError` with line, column and a suggestion.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +49,7 @@ KNOWN_PROPERTIES = (
     "TIMESTAMP_FORMAT", "KEY", "VALUE_DELIMITER", "WRAP_SINGLE_VALUE", "VALUE_AVRO_SCHEMA_FULL_NAME",
 )  # fmt: skip
 FORMATS = ("JSON", "JSON_SR", "AVRO", "DELIMITED", "KAFKA", "PROTOBUF", "PROTOBUF_NOSR", "NONE")
+_AVRO_FULL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 #: ksqlDB formats without a codec here: refused at the statement, never failing later at run time
 UNSUPPORTED_FORMATS = ("JSON_SR", "PROTOBUF", "PROTOBUF_NOSR")
 
@@ -179,6 +181,10 @@ class Analyzer:
         if str(props.get("KEY_FORMAT", "")).upper() == "NONE" and any(c.key for c in columns):
             raise self._err("KEY_FORMAT='NONE' means no key: it cannot hold key columns", pos,
                             "set KEY_FORMAT to KAFKA or JSON, or make the key columns value columns")  # fmt: skip
+        full_name = props.get("VALUE_AVRO_SCHEMA_FULL_NAME")
+        if full_name is not None and not _AVRO_FULL_NAME.fullmatch(str(full_name)):
+            raise self._err(f"VALUE_AVRO_SCHEMA_FULL_NAME '{full_name}' is not an Avro full name", pos,
+                            "dotted names of letters, digits and _, e.g. 'com.acme.Order'")  # fmt: skip
         if "WRAP_SINGLE_VALUE" in props:
             self._check_wrapping(props, str(props.get("VALUE_FORMAT", fmt or "JSON")), columns, pos)
         return Source(
