@@ -29,7 +29,7 @@ import numpy as np
 import orjson
 
 from streamml.config import Settings
-from streamml.demos.live import LiveCounters, copy_plots, num
+from streamml.demos.live import LiveCounters, copy_plots, num, write_report
 from streamml.errors import StreamMLError
 from streamml.ingest.digits import digit_records, load
 from streamml.kafka import Admin, LocalBroker, Producer, client_config
@@ -273,10 +273,7 @@ class DigitsDemo:
                 plots.per_class_accuracy(live, out / "live-per_class_accuracy.png", "per-class accuracy (live)")
                 lines.append("\n![live per-class accuracy](live-per_class_accuracy.png)")
         lines += copy_plots([("image", self.version)], out)
-        lines += ["", "## Timings", "", *(f"- {k}: {v:.1f} s" for k, v in self.timings.items())]
-        path = out / "report.md"
-        path.write_text("\n".join(lines) + "\n")
-        return path
+        return write_report(out, lines, self.timings)
 
     def close(self) -> None:
         """Stop the model app (it commits what it has); the broker keeps running."""

@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from streamml.config import Settings
-from streamml.demos.live import LiveCounters, copy_plots
+from streamml.demos.live import LiveCounters, copy_plots, write_report
 from streamml.demos.monitoring import DemoMonitor, DemoRetraining, LateLabels, drifting
 from streamml.formats import get_format
 from streamml.ingest.transactions import stream_transactions, transaction_chunks
@@ -418,10 +418,7 @@ class FraudDemo:
         retraining = self._retraining_section()
         lines += self._monitor_section(out)
         lines += retraining
-        lines += ["", "## Timings", "", *(f"- {k}: {v:.1f} s" for k, v in self.timings.items())]
-        path = out / "report.md"
-        path.write_text("\n".join(lines) + "\n")
-        return path
+        return write_report(out, lines, self.timings)
 
     def _monitor_section(self, out: Path) -> list[str]:
         if self.monitor is None:

@@ -66,3 +66,11 @@ def ms(value: float | None) -> str:
 def num(value: Any, digits: int = 3) -> str:
     """A metric for a report: ``digits`` decimals, or ``n/a`` when there is none."""
     return "n/a" if value is None else f"{float(value):.{digits}f}"
+
+
+def write_report(out: Path, lines: list[str], timings: dict[str, float]) -> Path:
+    """``out/report.md``: ``lines``, then a section with the timings of the demo's steps; its path."""
+    lines = [*lines, "", "## Timings", "", *(f"- {k}: {v:.1f} s" for k, v in timings.items())]
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path

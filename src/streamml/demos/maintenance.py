@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from streamml.config import Settings
-from streamml.demos.live import LiveCounters, copy_plots, num
+from streamml.demos.live import LiveCounters, copy_plots, num, write_report
 from streamml.formats import get_format
 from streamml.ingest.car_stream import MqttPublisher, fleet_batches, stream_fleet
 from streamml.ingest.cars import DEFAULT_RATE, FAILURE_MODES, KSQL_NAMES, SENSOR_FIELDS, CarFleet
@@ -398,10 +398,7 @@ class MaintenanceDemo:
                 f"- alerts: {s.alerts:,}; failures seen: {s.failures:,}",
             ]  # fmt: skip
         lines += copy_plots(self.versions.items(), out)
-        lines += ["", "## Timings", "", *(f"- {k}: {v:.1f} s" for k, v in self.timings.items())]
-        path = out / "report.md"
-        path.write_text("\n".join(lines) + "\n")
-        return path
+        return write_report(out, lines, self.timings)
 
     def close(self) -> None:
         """Stop the queries and the bridge (each commits what it has); the brokers keep running."""

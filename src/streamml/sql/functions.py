@@ -130,12 +130,14 @@ def _numeric_fn(name: str, template: str, returns: SqlType | None = None) -> Cal
     return compile_
 
 
-def _coalesce(name: str) -> Callable[[list[Typed]], Typed]:
+def same_type_call(name: str, function: str = "coalesce") -> Callable[[list[Typed]], Typed]:
+    """A function of arguments that share one type (``COALESCE``, ``GREATEST``): DuckDB's ``function``."""
+
     def compile_(args: list[Typed]) -> Typed:
         result = common_type([a.type for a in args])
         if result is None:
             raise SqlError(f"{name}: arguments have incompatible types: " + ", ".join(str(a.type) for a in args))
-        return Typed(f"coalesce({', '.join(a.sql for a in args)})", result)
+        return Typed(f"{function}({', '.join(a.sql for a in args)})", result)
 
     return compile_
 
@@ -289,10 +291,15 @@ def _scalars() -> dict[str, ScalarFunction]:
             _string_fn("MASK_KEEP_RIGHT", "ksql_mask_keep_right({0}, {1})", int_args=1),
         ),
         ScalarFunction(
-            "IFNULL", "IFNULL(T, T)", "The first argument, or the second when it is NULL.", 2, 2, _coalesce("IFNULL")
+            "IFNULL",
+            "IFNULL(T, T)",
+            "The first argument, or the second when it is NULL.",
+            2,
+            2,
+            same_type_call("IFNULL"),
         ),
         ScalarFunction(
-            "COALESCE", "COALESCE(T, ...)", "The first argument that is not NULL.", 1, None, _coalesce("COALESCE")
+            "COALESCE", "COALESCE(T, ...)", "The first argument that is not NULL.", 1, None, same_type_call("COALESCE")
         ),
         ScalarFunction("UCASE", "UCASE(STRING)", "Upper case.", 1, 1, _string_fn("UCASE", "upper({0})")),
         ScalarFunction("LCASE", "LCASE(STRING)", "Lower case.", 1, 1, _string_fn("LCASE", "lower({0})")),

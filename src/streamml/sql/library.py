@@ -17,9 +17,10 @@ from streamml.sql.functions import (
     Typed,
     constant_string,
     parse_timestamp_sql,
+    same_type_call,
     timestamp_text_sql,
 )
-from streamml.sql.types import BIGINT, BOOLEAN, DATE, DOUBLE, INTEGER, NULL, STRING, TIMESTAMP, SqlType, common_type
+from streamml.sql.types import BIGINT, BOOLEAN, DATE, DOUBLE, INTEGER, NULL, STRING, TIMESTAMP, SqlType
 
 _NAN, _NEG_INF = "CAST('NaN' AS DOUBLE)", "CAST('-Infinity' AS DOUBLE)"
 _EPOCH = "DATE '1970-01-01'"
@@ -145,16 +146,6 @@ def _trunc(args: list[Typed]) -> Typed:
         whole = SqlType.decimal(max(t.precision - t.scale, 1), 0)
         return Typed(f"CAST(trunc({x}) AS {whole.to_duckdb()})", whole)
     return Typed(f"CAST(trunc({x}) AS BIGINT)", BIGINT)
-
-
-def _extreme(name: str) -> Callable[..., Typed]:
-    def compile_(args: list[Typed]) -> Typed:
-        result = common_type([a.type for a in args])
-        if result is None:
-            raise SqlError(f"{name}: arguments have incompatible types: " + ", ".join(str(a.type) for a in args))
-        return Typed(f"{name.lower()}({', '.join(a.sql for a in args)})", result)
-
-    return compile_
 
 
 def _nullif(args: list[Typed]) -> Typed:
@@ -326,8 +317,9 @@ def library() -> list[ScalarFunction]:
         f("RADIANS", "RADIANS(DOUBLE)", "Degrees to radians.", 1, 1, _double("RADIANS", "radians({0})")),
         f("PI", "PI()", "The value of pi.", 0, 0, _fn("PI", "pi()", DOUBLE)),
         f("RANDOM", "RANDOM()", "A random DOUBLE in [0, 1).", 0, 0, _fn("RANDOM", "random()", DOUBLE)),
-        f("GREATEST", "GREATEST(T, ...)", "The largest non-NULL argument.", 1, None, _extreme("GREATEST")),
-        f("LEAST", "LEAST(T, ...)", "The smallest non-NULL argument.", 1, None, _extreme("LEAST")),
+        f("GREATEST", "GREATEST(T, ...)", "The largest non-NULL argument.", 1, None,
+          same_type_call("GREATEST", "greatest")),
+        f("LEAST", "LEAST(T, ...)", "The smallest non-NULL argument.", 1, None, same_type_call("LEAST", "least")),
         f("NULLIF", "NULLIF(T, T)", "NULL when both are equal, else the first.", 2, 2, _nullif),
         f("ARRAY_LENGTH", "ARRAY_LENGTH(ARRAY)", "Number of elements.", 1, 1,
           _fn("ARRAY_LENGTH", "CAST(len({0}) AS INTEGER)", INTEGER, _ARRAY)),
