@@ -157,3 +157,17 @@ def test_several_partition_by_expressions_make_a_json_object_key(tmp_path: Path)
     decoded = source.decode(Batch([b'{"V": "a"}'], [struct.pack(">i", 7)]))  # type: ignore[arg-type]
     out = sink.encode(plan.executor().execute(decoded.table, decoded.meta), [None], decoded.rows)
     assert out.keys == [b'{"V":"a","ID":7}'] and out.values == [b"{}"]
+
+
+def test_a_sinks_timestamp_column_sets_the_records_time(tmp_path: Path) -> None:
+    engine = _engine("CREATE STREAM s (ID INT KEY, T BIGINT, AT VARCHAR) WITH (KAFKA_TOPIC='t', VALUE_FORMAT='JSON');")
+    plan, source, sink = _query(engine, "CREATE STREAM o WITH (TIMESTAMP='T') AS SELECT ID, T FROM s;", tmp_path)
+    decoded = source.decode(Batch([b'{"T": 5000}', b'{"T": null}'], [struct.pack(">i", 1)] * 2))  # type: ignore[arg-type]
+    out = sink.encode(plan.executor().execute(decoded.table, decoded.meta), [None, None], decoded.rows)
+    assert out.timestamps == [5000, 1_700_000_000_000]  # NULL: the input record's time
+    parsed = _query(engine, "CREATE STREAM p WITH (TIMESTAMP='AT', TIMESTAMP_FORMAT='yyyy-MM-dd HH:mm') AS "
+                    "SELECT ID, AT FROM s;", tmp_path)  # fmt: skip
+    decoded = parsed[1].decode(Batch([b'{"AT": "1970-01-01 00:01"}'], [struct.pack(">i", 1)]))  # type: ignore[arg-type]
+    assert parsed[2].encode(
+        parsed[0].executor().execute(decoded.table, decoded.meta), [None], decoded.rows
+    ).timestamps == [60_000]

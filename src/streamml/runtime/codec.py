@@ -22,6 +22,7 @@ from streamml.formats.unwrapped import UnwrappedJson
 from streamml.kafka.consumer import RecordBatch
 from streamml.sql import BatchResult, QueryPlan, Source
 from streamml.sql.catalog import STREAM
+from streamml.sql.functions import java_to_strftime
 
 WINDOW_COLUMNS = ("WINDOWSTART", "WINDOWEND")
 
@@ -230,6 +231,9 @@ class SinkCodec:
         self.key: Format | None = None
         #: ``KEY_FORMAT='NONE'``: the records have no key
         self.no_key = sink.key_format.upper() == "NONE"
+        #: ``WITH (TIMESTAMP='col')`` on the sink: the column (as the output names it) sets the records' time
+        self.timestamp = next((n for n in schema.names if sink.timestamp and n.upper() == sink.timestamp.upper()), None)
+        self.timestamp_format = sink.timestamp_format
         if self.key_columns:
             key_schema = pa.schema([schema.field(c) for c in self.key_columns])
             self.key = key_format(sink.key_format if len(self.key_columns) == 1 else "JSON", key_schema)
@@ -239,8 +243,21 @@ class SinkCodec:
         table = result.table
         values: list[bytes | None] = list(self.value.encode(table.select(self.value_schema.names)))
         keys = self._keys(table, input_keys, input_rows, result.indices)
-        timestamps = result.timestamps.to_numpy(zero_copy_only=False).astype(np.int64).tolist()
+        stamps = result.timestamps
+        if self.timestamp is not None:  # the sink's TIMESTAMP column: the records' time, as in ksqlDB
+            stamps = pc.coalesce(self._column_times(table.column(self.timestamp)), stamps.cast(pa.int64()))
+        timestamps = stamps.to_numpy(zero_copy_only=False).astype(np.int64).tolist()
         return EncodedBatch(keys=keys, values=values, timestamps=timestamps)
+
+    def _column_times(self, column: pa.ChunkedArray) -> pa.Array:
+        """Epoch milliseconds of a TIMESTAMP column's values (NULL where there is none or it does not parse)."""
+        column = column.combine_chunks()
+        if pa.types.is_timestamp(column.type):
+            return column.cast(pa.timestamp("ms")).cast(pa.int64())
+        if pa.types.is_string(column.type) and self.timestamp_format:
+            parsed = pc.strptime(column, format=java_to_strftime(self.timestamp_format), unit="ms", error_is_null=True)
+            return parsed.cast(pa.int64())
+        return column.cast(pa.int64(), safe=False)
 
     def tombstones(self, result: BatchResult) -> EncodedBatch:
         """Null-value records for the keys ``result`` deleted (sessions merged away, HAVING no longer true)."""
