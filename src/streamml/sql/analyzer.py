@@ -6,7 +6,6 @@ shapes raise :class:`SqlError` with line, column and a suggestion.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,17 +40,9 @@ from streamml.sql.plan import (
     Sink,
     WindowPlan,
 )
+from streamml.sql.properties import check_source_properties, checked_properties
 from streamml.sql.types import BIGINT, STRING, SqlType, common_type
 from streamml.sql.udf import FunctionRegistry
-
-KNOWN_PROPERTIES = (
-    "KAFKA_TOPIC", "VALUE_FORMAT", "KEY_FORMAT", "FORMAT", "PARTITIONS", "REPLICAS", "TIMESTAMP",
-    "TIMESTAMP_FORMAT", "KEY", "VALUE_DELIMITER", "WRAP_SINGLE_VALUE", "VALUE_AVRO_SCHEMA_FULL_NAME",
-)  # fmt: skip
-FORMATS = ("JSON", "JSON_SR", "AVRO", "DELIMITED", "KAFKA", "PROTOBUF", "PROTOBUF_NOSR", "NONE")
-_AVRO_FULL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
-#: ksqlDB formats without a codec here: refused at the statement, never failing later at run time
-UNSUPPORTED_FORMATS = ("JSON_SR", "PROTOBUF", "PROTOBUF_NOSR")
 
 
 def _contains_aggregate(expr: ast.Expr | None) -> bool:
@@ -121,19 +112,7 @@ class Analyzer:
 
     # ---- DDL --------------------------------------------------------------------------------------------
     def _properties(self, props: dict[str, Any], pos: ast.Pos) -> dict[str, Any]:
-        for key in props:
-            if key not in KNOWN_PROPERTIES:
-                raise self._err(f"unknown property '{key}' in WITH clause", pos, suggest(key, list(KNOWN_PROPERTIES)))
-        for key in ("VALUE_FORMAT", "KEY_FORMAT", "FORMAT"):
-            if key in props:
-                value = str(props[key]).upper()
-                if value not in FORMATS:
-                    raise self._err(f"unknown format '{props[key]}' for {key}", pos, suggest(value, list(FORMATS)))
-                if value in UNSUPPORTED_FORMATS or (value == "NONE" and key != "KEY_FORMAT"):
-                    hint = "use JSON, AVRO, DELIMITED or KAFKA" + (" (NONE is a key format)" if value == "NONE" else "")
-                    raise self._err(f"format {value} is not supported here ({key})", pos, hint)
-                props[key] = value
-        return props
+        return checked_properties(props, lambda message, hint: self._err(message, pos, hint))
 
     def create_source(self, stmt: ast.CreateSource) -> Source:
         """A new stream or table from ``CREATE STREAM|TABLE name (...) WITH (...)``."""
@@ -178,15 +157,7 @@ class Analyzer:
             return resolved
 
         fmt = props.get("FORMAT")
-        if str(props.get("KEY_FORMAT", "")).upper() == "NONE" and any(c.key for c in columns):
-            raise self._err("KEY_FORMAT='NONE' means no key: it cannot hold key columns", pos,
-                            "set KEY_FORMAT to KAFKA or JSON, or make the key columns value columns")  # fmt: skip
-        full_name = props.get("VALUE_AVRO_SCHEMA_FULL_NAME")
-        if full_name is not None and not _AVRO_FULL_NAME.fullmatch(str(full_name)):
-            raise self._err(f"VALUE_AVRO_SCHEMA_FULL_NAME '{full_name}' is not an Avro full name", pos,
-                            "dotted names of letters, digits and _, e.g. 'com.acme.Order'")  # fmt: skip
-        if "WRAP_SINGLE_VALUE" in props:
-            self._check_wrapping(props, str(props.get("VALUE_FORMAT", fmt or "JSON")), columns, pos)
+        check_source_properties(props, columns, lambda message, hint: self._err(message, pos, hint))
         return Source(
             name=name,
             kind=kind,
@@ -204,25 +175,6 @@ class Analyzer:
             statement=text,
             **extra,
         )
-
-    def _check_wrapping(
-        self, props: dict[str, Any], value_format: str, columns: tuple[Column, ...], pos: ast.Pos
-    ) -> None:
-        """``WRAP_SINGLE_VALUE`` as ksqlDB takes it: a boolean, for one value column, in a format that wraps."""
-        value = str(props["WRAP_SINGLE_VALUE"]).lower()
-        if value not in ("true", "false"):
-            raise self._err(f"WRAP_SINGLE_VALUE must be true or false, not '{props['WRAP_SINGLE_VALUE']}'", pos)
-        props["WRAP_SINGLE_VALUE"] = value
-        values = [c for c in columns if not c.key]
-        if len(values) != 1:
-            raise self._err("'WRAP_SINGLE_VALUE' is only valid for single-field value schemas", pos,
-                            f"this value has {len(values)} columns")  # fmt: skip
-        fmt = value_format.upper()
-        if fmt in ("KAFKA", "DELIMITED") and value == "true":
-            raise self._err(f"format {fmt} does not support wrapping a single value: it is always unwrapped", pos)
-        if fmt == "AVRO" and value == "false":
-            raise self._err("an unwrapped AVRO value is not supported here", pos,
-                            "leave WRAP_SINGLE_VALUE out (a record with one field), or use JSON")  # fmt: skip
 
     def create_as(self, stmt: ast.CreateAsSelect) -> tuple[Source, QueryPlan]:
         """The created source and the persistent query of ``CREATE STREAM|TABLE ... AS SELECT``."""
