@@ -171,3 +171,12 @@ def test_a_sinks_timestamp_column_sets_the_records_time(tmp_path: Path) -> None:
     assert parsed[2].encode(
         parsed[0].executor().execute(decoded.table, decoded.meta), [None], decoded.rows
     ).timestamps == [60_000]
+
+
+def test_partition_by_null_writes_records_without_a_key(tmp_path: Path) -> None:
+    engine = _engine("CREATE STREAM s (ID INT KEY, V INT) WITH (KAFKA_TOPIC='t', VALUE_FORMAT='JSON');")
+    plan, source, sink = _query(engine, "CREATE STREAM o AS SELECT V FROM s PARTITION BY NULL;", tmp_path)
+    key = struct.pack(">i", 3)
+    decoded = source.decode(Batch([b'{"V": 1}'], [key]))  # type: ignore[arg-type]
+    out = sink.encode(plan.executor().execute(decoded.table, decoded.meta), [key], decoded.rows)
+    assert out.keys == [None] and out.values == [b'{"V":1}']

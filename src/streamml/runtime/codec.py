@@ -229,8 +229,8 @@ class SinkCodec:
         self.value_schema = pa.schema(value_fields)
         self.value = value_format(sink, self.value_schema, settings)
         self.key: Format | None = None
-        #: ``KEY_FORMAT='NONE'``: the records have no key
-        self.no_key = sink.key_format.upper() == "NONE"
+        #: ``KEY_FORMAT='NONE'`` or ``PARTITION BY NULL``: the records have no key
+        self.no_key = sink.key_format.upper() == "NONE" or plan.no_key
         #: ``WITH (TIMESTAMP='col')`` on the sink: the column (as the output names it) sets the records' time
         self.timestamp = next((n for n in schema.names if sink.timestamp and n.upper() == sink.timestamp.upper()), None)
         self.timestamp_format = sink.timestamp_format

@@ -418,6 +418,7 @@ class Analyzer:
             limit=query.limit,
             emit=query.emit,
             root=node,
+            no_key=bool(query.partition_by) and not key_names,
         )
 
     def _check_undoable(self, calls: list[AggregateCall], pos: ast.Pos) -> None:

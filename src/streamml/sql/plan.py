@@ -147,6 +147,8 @@ class QueryPlan:
     windowed: bool = False
     emit: str | None = None
     root: PlanNode = field(default_factory=lambda: PlanNode("EMPTY"))
+    #: ``PARTITION BY NULL``: the records are written without a key
+    no_key: bool = False
 
     @property
     def key_columns(self) -> list[str]:
