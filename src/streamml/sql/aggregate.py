@@ -7,6 +7,9 @@ time is ``ROWTIME`` or the source's TIMESTAMP column; stream time is the running
 a record whose window closed (window end + grace <= stream time) is counted as late and dropped. With
 HAVING (and EMIT CHANGES), the rows a batch replaces are returned too, so that a key whose aggregate
 stops satisfying HAVING gets a tombstone. SESSION windows live in :mod:`streamml.sql.session`.
+
+Over a TABLE, a second state table holds the row each primary key contributes now; a change takes the old
+row's partial states back out of its group (each function's ``undo``) before adding the new one.
 """
 
 from __future__ import annotations
@@ -68,6 +71,7 @@ class AggregateState:
         self.row_columns = self.row_pk + [c for c in self.columns if c[0] in self.keys]
         self.row_columns += [(quote(f"__x{c.index}"), c.argument.type.to_duckdb()) for c in plan.calls if c.argument]
         self.rows_changed = KeyedChanges(con, self.row_pk, self.row_columns, tag="rows") if self.row_pk else None
+        self._rows_created: set[str] = set()
 
     def merges(self, s: str, e: str) -> list[tuple[str, str]]:
         """(column, SQL) merging the partial states of relation ``s`` with the later ones of ``e``."""
@@ -98,10 +102,11 @@ class AggregateState:
         """The per-key rows of a table's aggregation in ``partition`` (created on first use)."""
         self._table(partition)
         name = f"__rows_p{int(partition)}"
-        cols = ", ".join(f"{n} {t}" for n, t in self.row_columns)
-        self.con.execute(
-            f"CREATE TABLE IF NOT EXISTS {name} ({cols}, PRIMARY KEY ({', '.join(n for n, _ in self.row_pk)}))"
-        )
+        if name not in self._rows_created:
+            cols = ", ".join(f"{n} {t}" for n, t in self.row_columns)
+            pk = ", ".join(n for n, _ in self.row_pk)
+            self.con.execute(f"CREATE TABLE IF NOT EXISTS {name} ({cols}, PRIMARY KEY ({pk}))")
+            self._rows_created.add(name)
         return name
 
     def next_seq(self, partition: int, n: int) -> int:
