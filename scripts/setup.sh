@@ -32,7 +32,7 @@ fi
 stamp="$VENV/.streamml-installed"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "setup: installing streamml and its dependencies into $VENV"
-  "$VENV/bin/pip" install -q -e ".[dev,torch,keras]"
+  "$VENV/bin/pip" install -q -e ".[dev,torch,keras,gbm]"
   touch "$stamp"
 fi
 

@@ -142,13 +142,38 @@ def test_formats_without_a_converter_here_are_refused_with_what_they_need(tmp_pa
     with pytest.raises(ModelError, match="TensorFlow SavedModel") as tf:
         _import(tmp_path, saved, sample)
     assert "tf2onnx" in (tf.value.hint or "")
-    booster = tmp_path / "model.ubj"
-    booster.write_bytes(b"")
-    with pytest.raises(ModelError, match="XGBoost") as xgb:
-        _import(tmp_path, booster, sample)
-    assert "onnxmltools" in (xgb.value.hint or "")
     with pytest.raises(InputError, match="cannot tell the framework"):
         _import(tmp_path, sample, sample)
+
+
+@pytest.mark.parametrize("framework", ["xgboost", "lightgbm"])
+@pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
+def test_boosters_from_xgboost_and_lightgbm(tmp_path: Path, sample: Path, framework: str, task: str) -> None:
+    """A booster saved by its framework converts with onnxmltools, its predictions matched on the sample."""
+    pytest.importorskip("onnxmltools")
+    module = pytest.importorskip(framework)
+    x, y = _xy()
+    y = {"binary": y, "multiclass": (x[:, 0] > 0).astype(int) + (x[:, 1] > 0.5), "regression": x[:, 0] * 2.0}[task]
+    estimator = {
+        ("xgboost", True): lambda: module.XGBClassifier(n_estimators=8, max_depth=3),
+        ("xgboost", False): lambda: module.XGBRegressor(n_estimators=8, max_depth=3),
+        ("lightgbm", True): lambda: module.LGBMClassifier(n_estimators=8, verbose=-1),
+        ("lightgbm", False): lambda: module.LGBMRegressor(n_estimators=8, verbose=-1),
+    }[(framework, task != "regression")]().fit(x, y)
+    path = tmp_path / ("booster.json" if framework == "xgboost" else "booster.txt")
+    (estimator if framework == "xgboost" else estimator.booster_).save_model(str(path))
+    version = _import(tmp_path, path, sample)
+    assert version.card.framework == framework and version.card.parity is not None
+    assert version.card.parity.max_abs_diff <= 1e-4 and version.card.features == FEATURES
+    rows = np.column_stack([read_sample(sample).column(f) for f in FEATURES]).astype(np.float32)
+    out = version.load().predict(rows)
+    if task == "regression":
+        assert np.abs(next(iter(out.values())).reshape(-1) - estimator.predict(rows)).max() <= 1e-4
+    else:
+        assert np.abs(out["probabilities"] - estimator.predict_proba(rows)).max() <= 1e-4
+    (tmp_path / "broken.txt").write_text("not a booster")
+    with pytest.raises(ModelError, match="could not be converted"):
+        _import(tmp_path, tmp_path / "broken.txt", sample)
 
 
 def test_the_import_command(cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path, sample: Path) -> None:

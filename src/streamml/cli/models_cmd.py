@@ -178,7 +178,9 @@ def register(
 @app.command("import")
 def import_(
     ctx: typer.Context,
-    path: Path = typer.Argument(..., help="The model: .onnx, .pkl/.joblib, .pt/.pt2, .keras/.h5 (see docs/models.md)."),
+    path: Path = typer.Argument(
+        ..., help="The model: .onnx, .pkl, .pt/.pt2, .keras/.h5, .json/.txt boosters (docs/models.md)."
+    ),
     name: str = typer.Option(..., "--name", help="Model name to register it under."),
     sample: Path | None = typer.Option(
         None, "--sample", help="Sample rows (CSV, Parquet, JSON lines): one column per feature."

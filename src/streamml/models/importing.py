@@ -9,8 +9,10 @@ By path:
   (``torch.export.save``); both exported again with ``torch.onnx``;
 - ``.keras``, ``.h5``: a Keras 3 model, loaded on the PyTorch backend and exported with ``torch.onnx``
   (TensorFlow stays out of it);
-- a folder holding ``saved_model.pb`` (TensorFlow SavedModel), ``.json``/``.ubj`` (XGBoost) and ``.txt``
-  (LightGBM): refused with the converter they need named, since it is not installed here.
+- ``.json``/``.ubj`` (XGBoost) and ``.txt`` (LightGBM) boosters: converted with onnxmltools
+  (:mod:`streamml.models.boosters`, extra ``streamml[gbm]``);
+- a folder holding ``saved_model.pb`` (TensorFlow SavedModel): refused naming the converter it needs
+  (tf2onnx, which needs TensorFlow).
 
 The sample (CSV, Parquet or JSON lines, one column per feature) names the features in the model's order, is
 the parity check's input (ONNX Runtime within 1e-4 of the framework) and the data of the reference
@@ -39,6 +41,7 @@ from streamml.models.stats import reference_stats
 PICKLES = (".pkl", ".pickle", ".joblib")
 TORCH = (".pt", ".pth", ".pt2")
 KERAS = (".keras", ".h5")
+BOOSTERS = (".json", ".ubj", ".txt")
 #: an imported autoencoder's reconstruction error
 SCORE = "score"
 
@@ -96,12 +99,12 @@ def convert(path: str | os.PathLike[str], sample: np.ndarray | None, *, trust: b
         return export_torch(_load_torch(path), _needed(sample, path))
     if suffix in KERAS:
         return export_torch(_keras_module(_load_keras(path)), _needed(sample, path))
-    if suffix in (".json", ".ubj", ".txt"):
-        kind = "LightGBM" if suffix == ".txt" else "XGBoost"
-        hint = f"pip install onnxmltools {kind.lower()}, or convert it to ONNX and import the .onnx"
-        raise ModelError(f"'{path}' looks like a {kind} booster: converting it needs onnxmltools", hint=hint)
+    if suffix in BOOSTERS:
+        from streamml.models.boosters import export_booster
+
+        return export_booster(path, _needed(sample, path))
     raise InputError(f"cannot tell the framework of '{path}' from its name",
-                     hint="use .onnx, .pkl/.joblib, .pt/.pt2, .keras/.h5 or a SavedModel folder")  # fmt: skip
+                     hint="use .onnx, .pkl/.joblib, .pt/.pt2, .keras/.h5, .json/.ubj or .txt (boosters)")  # fmt: skip
 
 
 def import_model(
