@@ -178,17 +178,12 @@ class SourceCodec:
         keys = [batch.keys[i] for i in rows]
         if self.window_bytes:
             keys = [None if k is None else k[: -self.window_bytes] for k in keys]
-        if None not in keys:  # every record has a key: the common case, no mask to build
+        if None in keys:
+            where = np.flatnonzero(np.fromiter((k is not None for k in keys), dtype=bool, count=len(keys)))
+            decoded = self.key.decode([keys[i] for i in where])
+        else:  # every record has a key: the common case, decoded as they are
+            where = np.arange(len(keys))
             decoded = self.key.decode(keys)
-            failures = [(int(rows[f.index]), f"key: {f.reason}") for f in decoded.failures]
-            if decoded.failures:
-                table, rows = table.take(pa.array(decoded.indices)), rows[decoded.indices]
-            for name in decoded.table.column_names:
-                table = table.append_column(name, decoded.table.column(name))
-            return table, rows, failures
-        present = np.fromiter((k is not None for k in keys), dtype=bool, count=len(keys))
-        where = np.flatnonzero(present)
-        decoded = self.key.decode([keys[i] for i in where])
         failures = [(int(rows[where[f.index]]), f"key: {f.reason}") for f in decoded.failures]
         # each row's position in the decoded keys; -1: no key (NULL columns on a stream), -2: dropped
         position = np.full(len(keys), -1 if self.source.kind == STREAM else -2, dtype=np.int64)

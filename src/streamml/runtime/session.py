@@ -247,6 +247,7 @@ class Session:
             feed = TableFeed(self.config, table_source, codecs[table_source.topic], executor, lock)
             feed.bootstrap(10_000)
         topics = [s.topic for s in plan.sources if s is not table_source]
+        right = plan.join.right.topic if plan.join is not None else None
         reset = str(self.engine.properties.get("auto.offset.reset", "latest" if push else "earliest")).lower()
         start: Any = "latest" if reset == "latest" else "earliest"
         consumer = BatchConsumer(self.config, topics, start=start, track_end=not push)
@@ -259,7 +260,6 @@ class Session:
                     if not push and consumer.reached_end():
                         return
                     continue
-                right = plan.join.right.topic if plan.join is not None else None
                 for topic in dict.fromkeys(batch.topics):  # a join's batch may hold both sides: each in turn
                     part = (
                         batch

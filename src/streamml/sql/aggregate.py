@@ -40,6 +40,7 @@ class AggregateState:
         self.pk = self.keys + ([_WS] if self.window else [])
         self.partials: list[tuple[str, str, str]] = []  # (column, batch sql, merge sql)
         self._merge_templates: list[tuple[str, str, list[str]]] = []  # (column, merge template, call's columns)
+        self._undo_templates: list[tuple[str, str | None]] = []  # (column, template taking a state back out)
         self.columns: list[tuple[str, str]] = [
             (k, t.to_duckdb()) for k, t in zip(self.keys, plan.key_types, strict=True)
         ]
@@ -53,6 +54,7 @@ class AggregateState:
             names = [quote(f"__p{call.index}_{j}") for j in range(len(parts))]
             for j, part in enumerate(parts):
                 self._merge_templates.append((names[j], part.merge, names))
+                self._undo_templates.append((names[j], part.undo))
                 self.columns.append((names[j], part.type.to_duckdb()))
             self.partials += [
                 (n, part.batch.replace("{x}", x), m)
@@ -164,14 +166,7 @@ class AggregateState:
             pk = ", ".join(self.pk)
             replaced = f"SELECT __state.* FROM {table} AS __state SEMI JOIN __batch USING ({pk})"
             old = con.sql(self._final_sql(replaced)).to_arrow_table()
-        updates = ", ".join(f"{n} = {m}" for n, _, m in self.partials)
-        names = ", ".join(n for n, _ in self.columns)
-        con.execute(
-            f"INSERT INTO {table} AS __state ({names}) SELECT {names} FROM __batch "
-            f"ON CONFLICT ({', '.join(self.pk)}) DO UPDATE SET {updates}, "
-            f"__rowtime = greatest(__state.__rowtime, EXCLUDED.__rowtime)"
-        )
-        self.changed.mark(table, "SELECT * FROM __batch")
+        self._merge_batch(table)
         touched = f"SELECT __state.* FROM {table} AS __state SEMI JOIN __batch USING ({', '.join(self.pk)})"
         closed = (
             f"SELECT * FROM {table} WHERE {_WE} + {self.window.grace_ms} <= {self.stream_time[partition]}"
@@ -206,47 +201,40 @@ class AggregateState:
         con.execute(f"CREATE OR REPLACE TEMP TABLE __added AS SELECT {kept}, __ts, __seq FROM __changes WHERE __live")
         keys = ", ".join(self.keys)
         touched = f"SELECT {keys} FROM __gone UNION SELECT {keys} FROM __added"
-        old = (
-            con.sql(
-                self._final_sql(f"SELECT s.* FROM {table} AS s SEMI JOIN ({touched}) USING ({keys})")
-            ).to_arrow_table()
-            if self.tracks_old_rows
-            else None
-        )
+        touched_rows = self._final_sql(f"SELECT s.* FROM {table} AS s SEMI JOIN ({touched}) USING ({keys})")
+        old = con.sql(touched_rows).to_arrow_table() if self.tracks_old_rows else None
         latest = "(SELECT max(__ts) FROM __changes)"
         gone = ", ".join(f'{b} AS {n[:-1]}__m"' for n, b, _ in self.partials)
         con.execute(f"CREATE OR REPLACE TEMP TABLE __minus AS SELECT {keys}, {gone} FROM __gone GROUP BY {keys}")
         undo = ", ".join(
-            f"{name} = " + template.format(s=name, e=f'__minus.{name[:-1]}__m"')
-            for name, template in self._undo_templates()
+            f"{name} = " + str(template).format(s=name, e=f'__minus.{name[:-1]}__m"')
+            for name, template in self._undo_templates  # the planner refused functions that cannot undo
         )
         match = " AND ".join(f"{table}.{k} = __minus.{k}" for k in self.keys)
         con.execute(f"UPDATE {table} SET {undo}, __rowtime = greatest(__rowtime, {latest}) FROM __minus WHERE {match}")
         partial_sql = ", ".join(f"{b} AS {n}" for n, b, _ in self.partials)
-        names = ", ".join(n for n, _ in self.columns)
         con.execute(
-            f"INSERT INTO {table} AS __state ({names}) SELECT {keys}, {partial_sql}, max(__ts) AS __rowtime "
-            f"FROM __added GROUP BY {keys} ON CONFLICT ({keys}) DO UPDATE SET "
-            + ", ".join(f"{n} = {m}" for n, _, m in self.partials)
-            + ", __rowtime = greatest(__state.__rowtime, EXCLUDED.__rowtime)"
+            f"CREATE OR REPLACE TEMP TABLE __batch AS SELECT {keys}, {partial_sql}, max(__ts) AS __rowtime "
+            f"FROM __added GROUP BY {keys}"
         )
+        self._merge_batch(table)
         assert self.rows_changed is not None
         self.rows_changed.mark(rows, "SELECT * FROM __changes")
         self.changed.mark(table, touched)
         con.execute(f"DELETE FROM {rows} WHERE ({pks}) IN (SELECT ({pks}) FROM __changes)")
         con.execute(f"INSERT INTO {rows} ({kept}) SELECT {kept} FROM __added")
-        result = con.sql(self._final_sql(f"SELECT s.* FROM {table} AS s SEMI JOIN ({touched}) USING ({keys})"))
-        return result.to_arrow_table(), old, 0
+        return con.sql(touched_rows).to_arrow_table(), old, 0
 
-    def _undo_templates(self) -> list[tuple[str, str]]:
-        """(partial column, SQL template over ``{s}``/``{e}``) taking partial states back out."""
-        out = []
-        for call in self.plan.calls:
-            arg_type = call.argument.type if call.argument is not None else BIGINT
-            for j, part in enumerate(call.function.partials(arg_type)):
-                assert part.undo is not None  # the planner refuses functions that cannot undo
-                out.append((quote(f"__p{call.index}_{j}"), part.undo))
-        return out
+    def _merge_batch(self, table: str) -> None:
+        """Merge the partial states of ``__batch`` into ``table`` (inserted, or merged with a key's state)."""
+        updates = ", ".join(f"{n} = {m}" for n, _, m in self.partials)
+        names = ", ".join(n for n, _ in self.columns)
+        self.con.execute(
+            f"INSERT INTO {table} AS __state ({names}) SELECT {names} FROM __batch "
+            f"ON CONFLICT ({', '.join(self.pk)}) DO UPDATE SET {updates}, "
+            f"__rowtime = greatest(__state.__rowtime, EXCLUDED.__rowtime)"
+        )
+        self.changed.mark(table, "SELECT * FROM __batch")
 
     def _final_sql(self, rows: str) -> str:
         cols = self.keys + ([_WS, _WE] if self.window else [])
