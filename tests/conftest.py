@@ -1,4 +1,5 @@
-"""Shared fixtures: one real Kafka broker per test session, unique topic and group names per test."""
+"""Shared fixtures: one real Kafka broker per test session, unique topic and group names per test, and a
+stand-in schema registry."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 
 from streamml.config import Settings
 from streamml.kafka import Admin, LocalBroker, client_config
+from tests.registry_stand_in import registry_server  # noqa: F401  (a fixture shared by the suites)
 
 
 @pytest.fixture(scope="session")

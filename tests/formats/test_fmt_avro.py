@@ -178,7 +178,8 @@ def test_wire_format_registers_once_and_round_trips(registry_server: tuple[str, 
     assert values[0][0] == 0
     schema_id = struct.unpack(">I", values[0][1:5])[0]
     assert state.subjects == {"payments-value": [schema_id]}
-    assert [r for r in state.requests if r[0] == "POST"] == [("POST", "/subjects/payments-value/versions")]
+    posts = [r[1].split("?")[0] for r in state.requests if r[0] == "POST"]
+    assert posts == ["/subjects/payments-value/versions"]  # once for two batches
     # a fresh reader fetches the writer schema by id
     reader = AvroFormat(RICH, schema_registry_url=url)
     decoded = reader.decode(values)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import math
 
 import pyarrow as pa
 import pytest
@@ -92,8 +93,25 @@ def test_encode_null_is_empty_and_newlines_stay_in_one_record() -> None:
     fmt = DelimitedFormat(pa.schema([("a", pa.string()), ("b", pa.float64())]))
     table = pa.table({"a": ["x\ny", None, "", 'q"'], "b": [None, 1.5, 2.0, None]})
     values = fmt.encode(table)
-    assert values == [b'"x\ny",', b",1.5", b'"",2', b'"q""",']
+    assert values == [b'"x\ny",', b",1.5", b'"",2.0', b'"q""",']
     assert fmt.decode(values).table.equals(table)
+
+
+def test_only_the_fields_that_need_quotes_are_quoted() -> None:
+    fmt = DelimitedFormat(pa.schema([("a", pa.int32()), ("b", pa.string()), ("c", pa.string()), ("d", pa.bool_())]))
+    table = pa.table({"a": pa.array([0, 1], pa.int32()), "b": ["zero", "a,b"], "c": ["x", "y"], "d": [True, None]})
+    assert fmt.encode(table) == [b"0,zero,x,true", b'1,"a,b",y,']
+
+
+def test_doubles_are_written_as_java_writes_them() -> None:
+    fmt = DelimitedFormat(pa.schema([("x", pa.float64())]))
+    xs = [0.0, 1.0, 2.5, 0.001, 9999999.0, 1e7, 123456789.0, 1e-4, -1.5e-10, 1e300, math.nan, math.inf, -math.inf]
+    assert fmt.encode(pa.table({"x": xs})) == [
+        b"0.0", b"1.0", b"2.5", b"0.001", b"9999999.0", b"1.0E7", b"1.23456789E8", b"1.0E-4", b"-1.5E-10",
+        b"1.0E300", b"NaN", b"Infinity", b"-Infinity",
+    ]  # fmt: skip
+    back = fmt.decode(fmt.encode(pa.table({"x": xs}))).table.column("x").to_pylist()
+    assert back[:10] == xs[:10] and math.isnan(back[10]) and back[11:] == xs[11:]
 
 
 def test_encode_uses_schema_order() -> None:

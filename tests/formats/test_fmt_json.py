@@ -154,26 +154,41 @@ def test_special_types_follow_ksqldb() -> None:
     )
     fmt = JsonFormat(schema)
     [value] = fmt.encode(table)
-    assert orjson.loads(value) == {"ts": 1704164645678, "d": 19724, "raw": "AP9oaQ==", "f": None}
+    assert orjson.loads(value) == {"ts": 1704164645678, "d": 19724, "raw": "AP9oaQ==", "f": "NaN"}
     decoded = fmt.decode([value])
-    assert decoded.table.to_pylist() == [
+    assert math.isnan(decoded.table.column("f")[0].as_py())
+    assert decoded.table.drop_columns("f").to_pylist() == [
         {
             "ts": datetime.datetime(2024, 1, 2, 3, 4, 5, 678000),
             "d": datetime.date(2024, 1, 2),
             "raw": b"\x00\xffhi",
-            "f": None,
         }
     ]
 
 
-def test_nan_and_infinity_become_null_even_nested() -> None:
-    table = pa.table({"x": [math.nan, math.inf, 1.0], "l": [[-math.inf, 2.0], None, [math.nan]]})
-    values = JsonFormat().encode(table)
-    assert [orjson.loads(v) for v in values] == [
-        {"x": None, "l": [None, 2.0]},
-        {"x": None, "l": None},
-        {"x": 1.0, "l": [None]},
-    ]
+@pytest.mark.parametrize("rows", [3, 3000])  # row-wise and DuckDB paths for the finite rows
+def test_nan_and_infinity_are_written_as_jacksons_strings_even_nested(rows: int) -> None:
+    """ksqlDB (Jackson) writes non-finite doubles as "NaN", "Infinity", "-Infinity"; finite rows are unchanged."""
+    xs = ([math.nan, math.inf, 1.0] * rows)[:rows]
+    nested = ([[-math.inf, 2.0], None, [3.5]] * rows)[:rows]
+    table = pa.table({"x": xs, "l": nested, "m": pa.array([[("k", 1.0)]] * rows, pa.map_(pa.string(), pa.float64()))})
+    values = [orjson.loads(v) for v in JsonFormat().encode(table)]
+    assert (
+        values[:3]
+        == [
+            {"x": "NaN", "l": ["-Infinity", 2.0], "m": {"k": 1.0}},
+            {"x": "Infinity", "l": None, "m": {"k": 1.0}},
+            {"x": 1.0, "l": [3.5], "m": {"k": 1.0}},
+        ][: len(values)]
+    )
+    assert len(values) == rows
+
+
+def test_nan_strings_read_back_as_doubles() -> None:
+    schema = pa.schema([("x", pa.float64())])
+    decoded = JsonFormat(schema).decode([b'{"x": 1.5}', b'{"x": "NaN"}', b'{"x": "-Infinity"}'])
+    got = decoded.table.column("x").to_pylist()
+    assert got[0] == 1.5 and math.isnan(got[1]) and got[2] == -math.inf and not decoded.failures
 
 
 def test_encode_unicode_and_nulls() -> None:

@@ -7,6 +7,7 @@ import struct
 import threading
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import orjson
@@ -58,11 +59,13 @@ def _engine(sql: str) -> SqlEngine:
     return engine
 
 
-def _query(engine: SqlEngine, sql: str, tmp_path: Path) -> tuple[QueryPlan, SourceCodec, SinkCodec]:
+def _query(
+    engine: SqlEngine, sql: str, tmp_path: Path, registry: str | None = None
+) -> tuple[QueryPlan, SourceCodec, SinkCodec]:
     (created,) = engine.execute(sql)
     plan = engine.queries[created.query_id]
     assert plan.sink is not None
-    settings = Settings(home=tmp_path)
+    settings = Settings(home=tmp_path, schema_registry_url=registry)
     return (
         plan,
         SourceCodec(plan.sources[0], settings),
@@ -100,7 +103,7 @@ def test_wrap_single_value_false_reads_and_writes_the_bare_value(tmp_path: Path)
     ("columns", "props", "message"),
     [
         ("A INT, B INT", "VALUE_FORMAT='JSON', WRAP_SINGLE_VALUE=false", "only valid for single-field value schemas"),
-        ("A INT", "VALUE_FORMAT='AVRO', WRAP_SINGLE_VALUE=false", "unwrapped AVRO"),
+        ("A INT", "VALUE_FORMAT='AVRO', KEY_AVRO_SCHEMA_FULL_NAME='1x'", "not an Avro full name"),
         ("A INT", "VALUE_FORMAT='KAFKA', WRAP_SINGLE_VALUE=true", "does not support wrapping"),
         ("A INT", "VALUE_FORMAT='JSON', WRAP_SINGLE_VALUE='maybe'", "must be true or false"),
     ],
@@ -180,3 +183,57 @@ def test_partition_by_null_writes_records_without_a_key(tmp_path: Path) -> None:
     decoded = source.decode(Batch([b'{"V": 1}'], [key]))  # type: ignore[arg-type]
     out = sink.encode(plan.executor().execute(decoded.table, decoded.meta), [key], decoded.rows)
     assert out.keys == [None] and out.values == [b'{"V":1}']
+
+
+def test_a_key_column_can_be_the_timestamp_of_sources_and_sinks(tmp_path: Path) -> None:
+    """TIMESTAMP may name a key column, on a source (ROWTIME is the key's value) and on a sink."""
+    engine = _engine("CREATE STREAM s (T BIGINT KEY, V INT) WITH (KAFKA_TOPIC='t', VALUE_FORMAT='JSON', "
+                     "TIMESTAMP='T');")  # fmt: skip
+    plan, source, sink = _query(engine, "CREATE STREAM o AS SELECT T, V, ROWTIME AS RT FROM s;", tmp_path)
+    decoded = source.decode(Batch([b'{"V": 1}'], [struct.pack(">q", 42_000)]))  # type: ignore[arg-type]
+    result = plan.executor().execute(decoded.table, decoded.meta)
+    assert result.table.column("RT").to_pylist() == [42_000]
+    assert sink.encode(result, [None], decoded.rows).timestamps == [42_000]
+    engine = _engine("CREATE STREAM u (ID BIGINT KEY, V INT) WITH (KAFKA_TOPIC='u', VALUE_FORMAT='JSON');")
+    plan, source, sink = _query(engine, "CREATE STREAM p WITH (TIMESTAMP='ID') AS SELECT ID, V FROM u;", tmp_path)
+    decoded = source.decode(Batch([b'{"V": 1}'], [struct.pack(">q", 7_000)]))  # type: ignore[arg-type]
+    out = sink.encode(plan.executor().execute(decoded.table, decoded.meta), [None], decoded.rows)
+    assert out.timestamps == [7_000]
+
+
+def test_avro_keys_are_bare_values_and_several_a_record(tmp_path: Path) -> None:
+    """One AVRO key column is its bare value (``["null", T]``), several a record, as ksqlDB writes them."""
+    engine = _engine("CREATE STREAM s (ID BIGINT KEY, V INT) WITH (KAFKA_TOPIC='t', FORMAT='AVRO');")
+    plan, source, sink = _query(engine, "CREATE STREAM o AS SELECT ID, V FROM s;", tmp_path)
+    key = b"\x02\x54"  # union branch 1 (long), zig-zag 42
+    value = sink.value.encode(pa.table({"V": pa.array([1], pa.int32())}))[0]
+    decoded = source.decode(Batch([value], [key]))  # type: ignore[arg-type]
+    assert decoded.table.column("ID").to_pylist() == [42]
+    out = sink.encode(plan.executor().execute(decoded.table, decoded.meta), [key], decoded.rows)
+    assert out.keys == [key]
+    several, _, sink2 = _query(engine, "CREATE STREAM p AS SELECT ID, V FROM s PARTITION BY ID, V;", tmp_path)
+    assert sink2.key is not None and sink2.key.avro_schema["name"] == "KsqlKey"  # type: ignore[attr-defined]
+    keys = sink2.encode(several.executor().execute(decoded.table, decoded.meta), [key], decoded.rows).keys
+    assert sink2.key.decode(keys).table.to_pylist() == [{"ID": 42, "V": 1}]
+
+
+def test_avro_keys_and_unwrapped_values_use_the_registry(registry_server: tuple[str, Any], tmp_path: Path) -> None:
+    url, state = registry_server
+    engine = _engine("CREATE STREAM s (ID VARCHAR KEY, V INT) WITH (KAFKA_TOPIC='t', FORMAT='AVRO', "
+                     "WRAP_SINGLE_VALUE=false);")  # fmt: skip
+    plan, source, sink = _query(engine, "CREATE STREAM o WITH (KAFKA_TOPIC='out') AS SELECT ID, V FROM s;",
+                                tmp_path, registry=url)  # fmt: skip
+    writer = SourceCodec(engine.catalog.get("s"), Settings(home=tmp_path, schema_registry_url=url))
+    assert writer.key is not None
+    [key] = writer.key.encode(pa.table({"ID": ["a"]}))
+    [value] = writer.value.encode(pa.table({"V": pa.array([5], pa.int32())}))
+    assert key[0] == 0 and value[0] == 0  # the Confluent wire format, both
+    assert set(state.subjects) == {"t-key", "t-value"}
+    assert orjson.loads(state.schemas[state.subjects["t-key"][0]]) == ["null", "string"]
+    decoded = source.decode(Batch([value], [key]))  # type: ignore[arg-type]
+    assert decoded.table.to_pylist() == [{"ID": "a", "V": 5}]
+    out = sink.encode(plan.executor().execute(decoded.table, decoded.meta), [key], decoded.rows)
+    assert set(state.subjects) == {"t-key", "t-value", "out-key", "out-value"}
+    assert orjson.loads(state.schemas[state.subjects["out-value"][0]])["type"] == "record"  # a sink wraps unless told
+    reader = SourceCodec(engine.catalog.get("o"), Settings(home=tmp_path, schema_registry_url=url))
+    assert reader.decode(Batch(out.values, out.keys)).table.to_pylist() == [{"ID": "a", "V": 5}]  # type: ignore[arg-type]

@@ -48,7 +48,7 @@ RAW_SCHEMA = pa.schema([pa.field("value", pa.binary())])
 _OPTIONS: dict[str, frozenset[str]] = {
     "JSON": frozenset(),
     "DELIMITED": frozenset({"delimiter"}),
-    "AVRO": frozenset({"avro_schema", "schema_registry_url", "subject", "registry", "record_name"}),
+    "AVRO": frozenset({"avro_schema", "schema_registry_url", "subject", "registry", "record_name", "unwrapped"}),
     "KAFKA": frozenset(),
     "RAW": frozenset(),
 }
@@ -58,7 +58,8 @@ def get_format(name: str, schema: pa.Schema | None = None, **options: Any) -> Fo
     """The format called ``name`` (case-insensitive) for records of ``schema``.
 
     Options: ``delimiter`` (DELIMITED); ``avro_schema``, ``schema_registry_url``, ``subject``, ``registry``,
-    ``record_name`` (AVRO). Raises :class:`FormatError` for an unknown name or an option the format lacks.
+    ``record_name``, ``unwrapped`` (AVRO). Raises :class:`FormatError` for an unknown name or an option the
+    format lacks.
     """
     key = name.strip().upper()
     if key not in _OPTIONS:

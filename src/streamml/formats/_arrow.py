@@ -1,9 +1,8 @@
-"""Arrow helpers shared by the formats: type predicates, non-finite floats, case-insensitive names."""
+"""Arrow helpers shared by the formats: type predicates, rebuilt nested arrays, case-insensitive names."""
 
 from __future__ import annotations
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.types as pat
 
 
@@ -15,14 +14,6 @@ def is_nested(t: pa.DataType) -> bool:
 def is_list_like(t: pa.DataType) -> bool:
     """True for list, large list and fixed-size list types."""
     return pat.is_list(t) or pat.is_large_list(t) or pat.is_fixed_size_list(t)
-
-
-def nonfinite_to_null(arr: pa.Array) -> pa.Array:
-    """Replace NaN and infinities in a floating-point array with nulls (no copy when there are none)."""
-    finite = pc.is_finite(arr)
-    if pc.all(finite).as_py() is not False:
-        return arr
-    return pc.if_else(finite, arr, pa.scalar(None, arr.type))
 
 
 def rebuild_list(arr: pa.Array, values: pa.Array, target: pa.DataType) -> pa.Array:

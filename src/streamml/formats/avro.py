@@ -26,6 +26,7 @@ from streamml.formats._arrow import is_list_like
 from streamml.formats.avro_schema import (
     arrow_schema_from_avro,
     avro_schema_from_arrow,
+    avro_value_schema,
     load_avro_schema,
     parse_avro_schema,
 )
@@ -53,7 +54,7 @@ class _FixedLayout:
 
     @classmethod
     def of(cls, avro: dict[str, Any], header: int) -> _FixedLayout | None:
-        if avro.get("type") != "record" or not avro.get("fields"):
+        if not isinstance(avro, dict) or avro.get("type") != "record" or not avro.get("fields"):
             return None
         fields: list[tuple[str, str]] = [("h", f"S{header}")] if header else []
         tags: dict[str, int] = {}
@@ -116,6 +117,8 @@ class AvroFormat(Format):
 
     ``avro_schema`` (dict, JSON text or ``.avsc`` path) is the reader/writer schema; without it the schema is
     derived from the Arrow ``schema``, or, with a registry and ``subject``, fetched as the subject's latest.
+    ``unwrapped``: the single column of ``schema`` is written as its bare Avro value (``["null", T]``), not
+    as a record, as ksqlDB writes a single-column key.
     """
 
     name = "AVRO"
@@ -129,8 +132,13 @@ class AvroFormat(Format):
         subject: str | None = None,
         registry: SchemaRegistryClient | None = None,
         record_name: str = "Record",
+        unwrapped: bool = False,
     ) -> None:
         super().__init__(schema)
+        if unwrapped and (schema is None or len(schema) != 1):
+            raise FormatError("an unwrapped Avro value holds one column: give a schema with one column")
+        #: the name of the single column written unwrapped, else None
+        self.unwrapped: str | None = schema.names[0] if unwrapped and schema is not None else None
         if registry is None and schema_registry_url:
             registry = SchemaRegistryClient(schema_registry_url)
         self.registry = registry
@@ -143,6 +151,8 @@ class AvroFormat(Format):
         self._layout: _FixedLayout | None = None
         if avro_schema is not None:
             self._set_avro(load_avro_schema(avro_schema))
+        elif self.unwrapped is not None and schema is not None:
+            self._set_avro(avro_value_schema(schema.field(0), record_name))
         elif schema is not None:
             self._set_avro(avro_schema_from_arrow(schema, record_name))
         elif registry is None or subject is None:
@@ -151,7 +161,7 @@ class AvroFormat(Format):
             )
 
     @property
-    def avro_schema(self) -> dict[str, Any]:
+    def avro_schema(self) -> Any:
         """The Avro schema records are read into and written with."""
         self._ensure_schema()
         assert self._avro is not None
@@ -162,7 +172,7 @@ class AvroFormat(Format):
         """True when values carry the Confluent header (magic byte and schema id)."""
         return self.registry is not None
 
-    def _set_avro(self, avro: dict[str, Any]) -> None:
+    def _set_avro(self, avro: Any) -> None:
         parsed = parse_avro_schema(avro)
         if self.schema is None:
             self.schema = arrow_schema_from_avro(avro)
@@ -256,6 +266,8 @@ class AvroFormat(Format):
                     record = fastavro.schemaless_reader(stream, writer, None if writer is reader else reader)
                 else:
                     record = fastavro.schemaless_reader(stream, reader, None)
+                if self.unwrapped is not None:
+                    record = {self.unwrapped: record}
                 extra = len(value) - stream.tell()
                 if extra:
                     raise _BadRecord(f"{extra} unread bytes after the Avro record")
@@ -319,8 +331,10 @@ class AvroFormat(Format):
         header = b""
         if self.wire_format:
             header = bytes([_MAGIC]) + self._register().to_bytes(4, "big")
-        names = [f["name"] for f in self.avro_schema["fields"]]
         lookup = {n.lower(): n for n in table.column_names}
+        if self.unwrapped is not None:
+            return self._encode_records(table, [self.unwrapped], lookup, header)
+        names = [f["name"] for f in self.avro_schema["fields"]]
         if self._layout is not None and all(n.lower() in lookup for n in names):
             table = table.select([lookup[n.lower()] for n in names]).rename_columns(names)
             return self._encode_fixed(table, header)
@@ -366,7 +380,9 @@ class AvroFormat(Format):
             stream.truncate()
             stream.write(header)
             try:
-                write(stream, parsed, dict(zip(names, values, strict=True)))
+                write(
+                    stream, parsed, values[0] if self.unwrapped is not None else dict(zip(names, values, strict=True))
+                )
             except Exception as exc:
                 raise FormatError(f"cannot encode row {row} as Avro: {exc}") from exc
             out.append(stream.getvalue())

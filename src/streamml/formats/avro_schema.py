@@ -14,7 +14,13 @@ import pyarrow.types as pat
 from streamml.errors import FormatError
 from streamml.formats._arrow import casefold_duplicates, is_list_like
 
-__all__ = ["arrow_schema_from_avro", "avro_schema_from_arrow", "load_avro_schema", "parse_avro_schema"]
+__all__ = [
+    "arrow_schema_from_avro",
+    "avro_schema_from_arrow",
+    "avro_value_schema",
+    "load_avro_schema",
+    "parse_avro_schema",
+]
 
 _AVRO_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _TEMPORAL_LOGICAL = {
@@ -66,6 +72,13 @@ def avro_schema_from_arrow(schema: pa.Schema, name: str = "Record", namespace: s
     if namespace:
         record["namespace"] = namespace
     return record
+
+
+def avro_value_schema(field: pa.Field, name: str = "Record") -> list[Any]:
+    """The Avro schema of one column written on its own, unwrapped (a ksqlDB single-column key, or a value
+    with ``WRAP_SINGLE_VALUE=false``): ``["null", T]``; a struct column's record is called ``name``."""
+    _check_name(name, "record name")
+    return ["null", _avro_type(field.type, name)]
 
 
 def _avro_fields(fields: list[pa.Field], path: str) -> list[dict[str, Any]]:

@@ -1,15 +1,16 @@
 """ksqlDB's DELIMITED format: one CSV line per record, no header, columns in schema order.
 
 An empty field is NULL for every type; an empty string is written quoted (``""``) so it survives a round
-trip. Like ksqlDB, encoding quotes only what needs it (``0,zero,0``): records whose strings hold no delimiter,
-quote or line break are written unquoted; the others are written with every string quoted. Decoding joins a
+trip. Like ksqlDB, encoding quotes only the fields that need it (``0,zero,0``, ``1,"a,b",c``) and writes doubles
+as Java does (``1.0``, ``1.0E7``, ``NaN``), column by column with Arrow's string kernels. Decoding joins a
 batch with newlines and parses it with Arrow's CSV reader in one call; records with a line break inside a
 quoted field are decoded on their own.
 """
 
 from __future__ import annotations
 
-import io
+import decimal
+import math
 import re
 from collections.abc import Sequence
 
@@ -64,8 +65,6 @@ class DelimitedFormat(Format):
             strings_can_be_null=True,
             quoted_strings_can_be_null=False,
         )
-        self._write_options = pacsv.WriteOptions(include_header=False, delimiter=delimiter, quoting_style="needed")
-        self._plain_options = pacsv.WriteOptions(include_header=False, delimiter=delimiter, quoting_style="none")
         self._structural = f'[{re.escape(delimiter)}"\r\n]'
 
     @property
@@ -151,44 +150,32 @@ class DelimitedFormat(Format):
     # ------------------------------------------------------------------ encode
 
     def encode(self, table: pa.Table) -> list[bytes]:
-        """Encode each row as one CSV line without the line break; NULL becomes an empty field."""
+        """Encode each row as one CSV line without the line break; NULL becomes an empty field.
+
+        Each column is turned into its text in one kernel (strings quoted only where they need it), and the
+        fields of every row are joined in one more.
+        """
         if table.num_rows == 0:
             return []
         table = self._in_schema_order(table)
-        quoted = self._needs_quotes(table)
-        if not quoted.any():
-            return self._lines(table, self._plain_options)
-        if quoted.all():
-            return self._lines(table, self._write_options)
-        lines: list[bytes] = [b""] * table.num_rows
-        for rows, options in ((np.flatnonzero(~quoted), self._plain_options), (np.flatnonzero(quoted),
-                                                                                 self._write_options)):  # fmt: skip
-            for row, line in zip(rows.tolist(), self._lines(table.take(pa.array(rows)), options), strict=True):
-                lines[row] = line
-        return lines
+        fields = [self._field_text(column.combine_chunks()) for column in table.columns]
+        lines = pc.binary_join_element_wise(*fields, self.delimiter, null_handling="replace", null_replacement="")
+        return pc.cast(lines, pa.binary()).to_pylist()
 
-    def _needs_quotes(self, table: pa.Table) -> np.ndarray:
-        """Per row, whether a string in it holds the delimiter, a quote or a line break, or is empty."""
-        needs = np.zeros(table.num_rows, dtype=bool)
-        for column in table.columns:
-            if pat.is_string(column.type) or pat.is_large_string(column.type):
-                hit = pc.or_(pc.match_substring_regex(column, self._structural), pc.equal(pc.utf8_length(column), 0))
-                needs |= pc.fill_null(hit, False).to_numpy(zero_copy_only=False)
-        return needs
-
-    def _lines(self, table: pa.Table, options: pacsv.WriteOptions) -> list[bytes]:
-        sink = io.BytesIO()
-        pacsv.write_csv(table, sink, write_options=options)
-        out = sink.getvalue()
-        buf = np.frombuffer(out, dtype=np.uint8)
-        newlines = np.flatnonzero(buf == 0x0A)
-        if len(newlines) != table.num_rows:
-            quotes = np.cumsum(buf == 0x22)
-            newlines = newlines[quotes[newlines] % 2 == 0]
-        starts = np.empty(len(newlines), dtype=np.int64)
-        starts[0] = 0
-        starts[1:] = newlines[:-1] + 1
-        return [out[s:e] for s, e in zip(starts.tolist(), newlines.tolist(), strict=True)]
+    def _field_text(self, values: pa.Array) -> pa.Array:
+        """The fields of one column as ksqlDB writes them: doubles as Java prints them, booleans as
+        ``true``/``false``, strings quoted (quotes doubled) when they hold the delimiter, a quote or a line
+        break, or are empty."""
+        t = values.type
+        if pat.is_dictionary(t):
+            return self._field_text(values.dictionary_decode())
+        if pat.is_floating(t):
+            return java_double_text(values)
+        if not (pat.is_string(t) or pat.is_large_string(t)):
+            return pc.cast(values, pa.string())
+        needs = pc.or_(pc.match_substring_regex(values, self._structural), pc.equal(pc.utf8_length(values), 0))
+        quoted = pc.binary_join_element_wise('"', pc.replace_substring(values, '"', '""'), '"', "")
+        return pc.if_else(needs, quoted, values)
 
     def _in_schema_order(self, table: pa.Table) -> pa.Table:
         names = self._schema.names
@@ -232,3 +219,39 @@ def _split(text: str, delimiter: str) -> list[str | None]:
         if i >= n:
             return fields
         i += 1
+
+
+_JAVA_SPECIAL = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+
+
+def java_double_text(values: pa.Array) -> pa.Array:
+    """Doubles as Java's ``Double.toString`` writes them: ``1.0``, ``0.001``, ``1.0E7``, ``1.5E-10``, ``NaN``.
+
+    Values from 10^-3 to 10^7 (the usual case) are Arrow's shortest text with ``.0`` added where it has no
+    point; the others, and NaN and infinities, are written one by one.
+    """
+    if pat.is_float16(values.type):
+        values = values.cast(pa.float32())
+    text = pc.cast(values, pa.string())
+    magnitude = pc.abs(values)
+    plain = pc.fill_null(
+        pc.or_(pc.equal(magnitude, 0.0), pc.and_(pc.greater_equal(magnitude, 1e-3), pc.less(magnitude, 1e7))), True
+    )
+    no_point = pc.invert(pc.match_substring(text, "."))
+    text = pc.if_else(pc.and_(plain, no_point), pc.binary_join_element_wise(text, ".0", ""), text)
+    if pc.all(plain).as_py():
+        return text
+    rows = np.flatnonzero(~plain.to_numpy(zero_copy_only=False))
+    others = pa.array([_java_scientific(x) for x in values.take(pa.array(rows)).to_pylist()], pa.string())
+    mask = np.zeros(len(values), dtype=bool)
+    mask[rows] = True
+    return pc.replace_with_mask(text, pa.array(mask), others)
+
+
+def _java_scientific(x: float) -> str:
+    if not math.isfinite(x):
+        return _JAVA_SPECIAL[repr(x)]
+    sign, digits, exponent = decimal.Decimal(repr(x)).normalize().as_tuple()
+    assert isinstance(exponent, int)
+    first, rest = str(digits[0]), "".join(map(str, digits[1:])) or "0"
+    return f"{'-' if sign else ''}{first}.{rest}E{exponent + len(digits) - 1}"

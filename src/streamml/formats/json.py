@@ -6,14 +6,17 @@ padded, not an object) are checked with orjson first. A batch that fails is bise
 are set aside, each with the reason. Field names match case-insensitively, as in ksqlDB: the spelling is
 learned from the first record of a batch. As in ksqlDB, a VARCHAR field takes any JSON value, as its text.
 Types JSON has no literal for follow ksqlDB: TIMESTAMP/TIME/DATE are numbers (epoch units of the Arrow type,
-days for DATE), BYTES are base64 strings, NaN and infinities are written as null. Encoding runs DuckDB's
-``to_json`` over the Arrow table (no Python object per field), or orjson row by row for small batches.
+days for DATE), BYTES are base64 strings, NaN and infinities are the strings ``"NaN"``, ``"Infinity"`` and
+``"-Infinity"`` (as Jackson writes them), read back as numbers. Encoding runs DuckDB's ``to_json`` over the
+Arrow table (no Python object per field), or orjson row by row for small batches and for the rare rows that
+hold a NaN or an infinity.
 """
 
 from __future__ import annotations
 
 import base64
 import decimal
+import math
 import re
 import threading
 from collections.abc import Sequence
@@ -33,7 +36,6 @@ from streamml.errors import FormatError
 from streamml.formats._arrow import (
     casefold_duplicates,
     is_list_like,
-    nonfinite_to_null,
     rebuild_list,
     rebuild_struct,
     struct_children,
@@ -249,15 +251,31 @@ class JsonFormat(Format):
     # ------------------------------------------------------------------ encode
 
     def encode(self, table: pa.Table) -> list[bytes]:
-        """Encode each row as one JSON object (NaN and infinities become null)."""
+        """Encode each row as one JSON object (NaN and infinities as ksqlDB writes them: ``"NaN"``, ...)."""
         if table.num_rows == 0:
             return []
         if table.num_columns == 0:
             return [b"{}"] * table.num_rows
         prepared = pa.Table.from_arrays([_jsonable_chunked(col) for col in table.columns], names=table.column_names)
-        if casefold_duplicates(table.column_names) or any(pat.is_decimal256(f.type) for f in prepared.schema):
+        special = _nonfinite_rows(prepared)
+        if special is not None:
+            return self._encode_with_nonfinite(prepared, special)
+        return self._encode_prepared(prepared)
+
+    def _encode_with_nonfinite(self, prepared: pa.Table, special: np.ndarray) -> list[bytes]:
+        """Rows holding a NaN or an infinity through Python (their floats as Jackson's strings), the rest as usual."""
+        out = np.empty(prepared.num_rows, dtype=object)
+        rows = np.flatnonzero(special)
+        out[rows] = _encode_python(prepared.take(rows), nonfinite=True)
+        rest = np.flatnonzero(~special)
+        if len(rest):
+            out[rest] = self._encode_prepared(prepared.take(rest))
+        return out.tolist()
+
+    def _encode_prepared(self, prepared: pa.Table) -> list[bytes]:
+        if casefold_duplicates(prepared.column_names) or any(pat.is_decimal256(f.type) for f in prepared.schema):
             return _encode_python(prepared)
-        if table.num_rows < _ROWWISE_BELOW and all(_rowwise_same(f.type) for f in prepared.schema):
+        if prepared.num_rows < _ROWWISE_BELOW and all(_rowwise_same(f.type) for f in prepared.schema):
             return _encode_python(prepared)  # a small batch: orjson beats the fixed cost of a DuckDB query
         cursor = self._connection().cursor()
         try:
@@ -542,9 +560,9 @@ def _jsonable(arr: pa.Array) -> pa.Array:
     if pat.is_dictionary(t):
         return _jsonable(arr.dictionary_decode())
     if pat.is_float16(t):
-        return nonfinite_to_null(arr.cast(pa.float32()))
+        return arr.cast(pa.float32())
     if pat.is_floating(t):
-        return nonfinite_to_null(arr)
+        return arr
     if pat.is_date32(t) or pat.is_time32(t):
         return arr.cast(pa.int32())
     if pat.is_temporal(t):
@@ -593,8 +611,78 @@ def _rowwise_same(t: pa.DataType) -> bool:
     )
 
 
-def _encode_python(table: pa.Table) -> list[bytes]:
-    """Row-wise fallback for tables DuckDB cannot take as is (names equal but for case, 256-bit decimals)."""
+def _encode_python(table: pa.Table, *, nonfinite: bool = False) -> list[bytes]:
+    """Row-wise fallback for tables DuckDB cannot take as is (names equal but for case, 256-bit decimals), and,
+    with ``nonfinite``, for rows holding NaN or infinities (written as Jackson's strings)."""
     names = table.column_names
     columns = [col.to_pylist() for col in table.columns]
+    if nonfinite:
+        columns = [
+            [_special_floats(v, col.type) for v in values] for col, values in zip(table.columns, columns, strict=True)
+        ]
     return [orjson.dumps(dict(zip(names, row, strict=True)), default=str) for row in zip(*columns, strict=True)]
+
+
+_NONFINITE_TEXT = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+
+
+def _nonfinite_rows(table: pa.Table) -> np.ndarray | None:
+    """Which rows hold a NaN or an infinity anywhere (None when none does: the usual case, checked vectorised)."""
+    rows: np.ndarray | None = None
+    for column in table.columns:
+        if not _has_floats(column.type):
+            continue
+        if pat.is_floating(column.type):
+            finite = pc.fill_null(pc.is_finite(column), True)
+            if pc.all(finite).as_py():
+                continue
+            bad = ~finite.to_numpy(zero_copy_only=False)
+        elif _nested_nonfinite(column):
+            bad = np.ones(table.num_rows, dtype=bool)  # rare: the whole batch takes the row-wise path
+        else:
+            continue
+        rows = bad if rows is None else rows | bad
+    return rows
+
+
+def _has_floats(t: pa.DataType) -> bool:
+    if pat.is_struct(t):
+        return any(_has_floats(f.type) for f in t)
+    if is_list_like(t):
+        return _has_floats(t.value_type)
+    if pat.is_map(t):
+        return _has_floats(t.item_type)
+    return pat.is_floating(t)
+
+
+def _nested_nonfinite(column: pa.ChunkedArray) -> bool:
+    def leaves(arr: pa.Array) -> list[pa.Array]:
+        t = arr.type
+        if pat.is_struct(t):
+            return [leaf for child in struct_children(arr) for leaf in leaves(child)]
+        if is_list_like(t):
+            return leaves(arr.flatten())
+        if pat.is_map(t):
+            return leaves(arr.items)
+        return [arr] if pat.is_floating(t) else []
+
+    return any(
+        pc.any(pc.invert(pc.fill_null(pc.is_finite(leaf), True))).as_py()
+        for chunk in column.chunks
+        for leaf in leaves(chunk)
+    )
+
+
+def _special_floats(value: Any, t: pa.DataType) -> Any:
+    """A Python value of type ``t`` with NaN and infinities as ``"NaN"``, ``"Infinity"``, ``"-Infinity"``."""
+    if value is None:
+        return None
+    if pat.is_floating(t):
+        return value if math.isfinite(value) else _NONFINITE_TEXT[str(value)]
+    if pat.is_struct(t):
+        return {f.name: _special_floats(value[f.name], f.type) for f in t}
+    if pat.is_map(t):
+        return {str(k): _special_floats(v, t.item_type) for k, v in value}
+    if is_list_like(t):
+        return [_special_floats(v, t.value_type) for v in value]
+    return value

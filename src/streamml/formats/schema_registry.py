@@ -1,24 +1,26 @@
-"""A small client for a Confluent-compatible schema registry (the three calls the Avro format needs).
+"""The schema registry as the Avro format needs it: register under a subject, fetch by id, fetch the latest.
 
-Schemas are cached by id and registrations by subject and schema, so a stream talks to the registry once
-per schema, not once per record. Failures raise :class:`FormatError` naming the URL and the subject or id.
+A thin adapter over confluent-kafka's maintained client (``confluent_kafka.schema_registry``: basic auth, TLS,
+retries, caching of ids and schemas), so a stream talks to the registry once per schema, not once per record.
+It speaks in parsed Avro schemas (a record's dict, or a primitive or union) and turns every failure into a
+:class:`FormatError` naming the URL and the subject or id. The client is imported with the first registry: a
+worker without Avro streams never loads it.
 """
 
 from __future__ import annotations
 
 import json
-import threading
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
 from streamml.errors import FormatError
 
-if TYPE_CHECKING:  # httpx loads with the first client: a worker without Avro streams never needs it
-    import httpx
+if TYPE_CHECKING:
+    from confluent_kafka.schema_registry import SchemaRegistryClient as _Client
 
 __all__ = ["SchemaRegistryClient", "UnknownSchemaError", "subject_name"]
 
-_CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
+#: the registry's error codes for an id, a subject or a version it does not have
+_NOT_FOUND_CODES = frozenset({40401, 40402, 40403})
 
 
 class UnknownSchemaError(FormatError):
@@ -31,7 +33,10 @@ def subject_name(topic: str, *, is_key: bool = False) -> str:
 
 
 class SchemaRegistryClient:
-    """Register and fetch Avro schemas over the registry's REST API; thread-safe, with caches."""
+    """Register and fetch Avro schemas; thread-safe, cached by the underlying client.
+
+    ``auth`` is a user name and password (basic auth); ``ca_location`` a CA bundle for an ``https`` registry.
+    """
 
     def __init__(
         self,
@@ -39,66 +44,50 @@ class SchemaRegistryClient:
         *,
         timeout: float = 10.0,
         auth: tuple[str, str] | None = None,
-        client: httpx.Client | None = None,
+        ca_location: str | None = None,
+        retries: int = 1,
     ) -> None:
-        import httpx
+        from confluent_kafka.schema_registry import SchemaRegistryClient as Client
 
         self.url = url.rstrip("/")
-        self._client = client or httpx.Client(
-            base_url=self.url, timeout=timeout, auth=auth, headers={"Accept": _CONTENT_TYPE}
-        )
-        self._owns_client = client is None
-        self._lock = threading.Lock()
-        self._by_id: dict[int, dict[str, Any]] = {}
-        self._ids: dict[tuple[str, str], int] = {}
+        conf: dict[str, Any] = {"url": self.url, "timeout": timeout, "max.retries": retries}
+        if auth is not None:
+            conf["basic.auth.user.info"] = f"{auth[0]}:{auth[1]}"
+        if ca_location is not None:
+            conf["ssl.ca.location"] = ca_location
+        try:
+            self._client: _Client = Client(conf)
+        except (ValueError, TypeError) as exc:
+            raise FormatError(f"schema registry {self.url}: {exc}") from exc
 
-    def register(self, subject: str, schema: dict[str, Any] | str) -> int:
-        """Register ``schema`` under ``subject`` (idempotent) and return its global id."""
+    def register(self, subject: str, schema: Any) -> int:
+        """Register ``schema`` (parsed, or JSON text) under ``subject`` (idempotent) and return its global id."""
+        from confluent_kafka.schema_registry import Schema
+
         text = schema if isinstance(schema, str) else json.dumps(schema, sort_keys=True)
-        key = (subject, text)
-        with self._lock:
-            if key in self._ids:
-                return self._ids[key]
-        body = self._request(
-            "POST",
-            f"/subjects/{quote(subject, safe='')}/versions",
-            what=f"register a schema under subject '{subject}'",
-            json={"schema": text},
+        return int(
+            self._call(
+                lambda: self._client.register_schema(subject, Schema(text, "AVRO")),
+                f"register a schema under subject '{subject}'",
+            )
         )
-        schema_id = int(body["id"])
-        with self._lock:
-            self._ids[key] = schema_id
-            self._by_id.setdefault(schema_id, json.loads(text))
-        return schema_id
 
-    def get_schema(self, schema_id: int) -> dict[str, Any]:
+    def get_schema(self, schema_id: int) -> Any:
         """The schema with global id ``schema_id``; :class:`UnknownSchemaError` when there is none."""
-        with self._lock:
-            if schema_id in self._by_id:
-                return self._by_id[schema_id]
-        body = self._request("GET", f"/schemas/ids/{schema_id}", what=f"fetch schema id {schema_id}")
-        schema = _parse_schema_text(body, self.url)
-        with self._lock:
-            self._by_id[schema_id] = schema
-        return schema
+        found = self._call(lambda: self._client.get_schema(schema_id), f"fetch schema id {schema_id}")
+        return _parse(found.schema_str, found.schema_type, self.url)
 
-    def latest(self, subject: str) -> tuple[int, dict[str, Any]]:
+    def latest(self, subject: str) -> tuple[int, Any]:
         """The id and schema of the latest version under ``subject``."""
-        body = self._request(
-            "GET",
-            f"/subjects/{quote(subject, safe='')}/versions/latest",
-            what=f"fetch the latest schema of subject '{subject}'",
+        found = self._call(
+            lambda: self._client.get_latest_version(subject), f"fetch the latest schema of subject '{subject}'"
         )
-        schema_id = int(body["id"])
-        schema = _parse_schema_text(body, self.url)
-        with self._lock:
-            self._by_id[schema_id] = schema
-        return schema_id, schema
+        assert found.schema is not None and found.schema_id is not None
+        return int(found.schema_id), _parse(found.schema.schema_str, found.schema.schema_type, self.url)
 
     def close(self) -> None:
-        """Close the HTTP connection pool (when this client created it)."""
-        if self._owns_client:
-            self._client.close()
+        """Close the HTTP connection pool."""
+        self._client.__exit__()
 
     def __enter__(self) -> SchemaRegistryClient:
         return self
@@ -106,49 +95,32 @@ class SchemaRegistryClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _request(self, method: str, path: str, *, what: str, json: Any = None) -> dict[str, Any]:
-        import httpx
+    def _call(self, call: Any, what: str) -> Any:
+        from confluent_kafka.schema_registry.error import SchemaRegistryError
 
-        headers = {"Content-Type": _CONTENT_TYPE} if json is not None else None
         try:
-            response = self._client.request(method, path, json=json, headers=headers)
-        except httpx.HTTPError as exc:
-            raise FormatError(f"schema registry {self.url}: cannot {what}: {exc}") from exc
-        if response.status_code == 404:
-            raise UnknownSchemaError(f"schema registry {self.url}: cannot {what}: not found")
-        if response.is_error:
+            return call()
+        except SchemaRegistryError as exc:
+            if exc.http_status_code == 404 or exc.error_code in _NOT_FOUND_CODES:
+                raise UnknownSchemaError(f"schema registry {self.url}: cannot {what}: not found") from None
             raise FormatError(
-                f"schema registry {self.url}: cannot {what}: HTTP {response.status_code} {_message(response)}"
-            )
-        try:
-            body = response.json()
-        except ValueError as exc:
-            raise FormatError(f"schema registry {self.url}: cannot {what}: response is not JSON") from exc
-        if not isinstance(body, dict):
-            raise FormatError(f"schema registry {self.url}: cannot {what}: unexpected response {body!r}")
-        return body
+                f"schema registry {self.url}: cannot {what}: HTTP {exc.http_status_code} {exc.error_message}"
+            ) from None
+        except FormatError:
+            raise
+        except Exception as exc:  # transport errors (refused, timed out, TLS) come from the HTTP library
+            raise FormatError(f"schema registry {self.url}: cannot {what}: {exc or type(exc).__name__}") from exc
 
 
-def _message(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return response.text[:200]
-    if isinstance(body, dict) and "message" in body:
-        return str(body["message"])
-    return str(body)[:200]
-
-
-def _parse_schema_text(body: dict[str, Any], url: str) -> dict[str, Any]:
-    schema_type = body.get("schemaType", "AVRO")
-    if schema_type != "AVRO":
+def _parse(text: str | None, schema_type: str | None, url: str) -> Any:
+    if (schema_type or "AVRO") != "AVRO":
         raise FormatError(f"schema registry {url}: schema is {schema_type}, only AVRO is supported")
     try:
-        parsed = json.loads(body["schema"])
-    except (KeyError, TypeError, ValueError) as exc:
+        parsed = json.loads(text or "")
+    except ValueError as exc:
         raise FormatError(f"schema registry {url}: response holds no valid schema") from exc
     if isinstance(parsed, str):  # a primitive schema such as "string"
         return {"type": parsed}
-    if not isinstance(parsed, dict):
-        raise FormatError(f"schema registry {url}: only record schemas are supported, got {parsed!r}")
+    if not isinstance(parsed, dict | list):
+        raise FormatError(f"schema registry {url}: not an Avro schema: {parsed!r}")
     return parsed

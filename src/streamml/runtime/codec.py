@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from streamml.config import Settings
-from streamml.formats import TOMBSTONE_REASON, Format, get_format
+from streamml.formats import TOMBSTONE_REASON, Format, get_format, subject_name
 from streamml.formats.unwrapped import UnwrappedJson
 from streamml.kafka.consumer import RecordBatch
 from streamml.sql import BatchResult, QueryPlan, Source
@@ -37,17 +37,32 @@ def value_format(source: Source, schema: pa.Schema, settings: Settings) -> Forma
         options["delimiter"] = delimiter
     if kind == "AVRO":
         options["record_name"] = str(source.properties.get("VALUE_AVRO_SCHEMA_FULL_NAME", "KsqlDataSourceSchema"))
+        options["unwrapped"] = source.unwrapped and len(schema) == 1
         if settings.schema_registry_url:
-            options.update(schema_registry_url=settings.schema_registry_url, subject=f"{topic}-value")
+            options.update(schema_registry_url=settings.schema_registry_url, subject=subject_name(topic))
     return get_format(kind, schema, **options)
 
 
-def key_format(name: str, schema: pa.Schema) -> Format:
-    """The key format ``name`` for key columns ``schema``: as in ksqlDB, one key column in JSON is its bare
-    value (``1``, ``"abc"``), several are an object."""
-    if name.upper() == "JSON" and len(schema) == 1:
+def key_format(source: Source, schema: pa.Schema, settings: Settings) -> Format:
+    """The key format of ``source`` for key columns ``schema``. As in ksqlDB, one key column is its bare value
+    (JSON ``1``, ``"abc"``; an Avro ``["null", T]``), several are an object or record; AVRO keys use the
+    registry (subject ``<topic>-key``) when one is configured. KAFKA holds one column: several are written
+    as a JSON object."""
+    name = source.key_format.upper()
+    if len(schema) > 1 and name == "KAFKA":
+        name = "JSON"
+    if name == "JSON" and len(schema) == 1:
         return UnwrappedJson(schema)
-    return get_format(name, schema)
+    if name != "AVRO":
+        return get_format(name, schema)
+    options: dict[str, Any] = {
+        "record_name": str(source.properties.get("KEY_AVRO_SCHEMA_FULL_NAME", "KsqlKey")),
+        "unwrapped": len(schema) == 1,
+    }
+    if settings.schema_registry_url:
+        subject = subject_name(source.topic, is_key=True)
+        options.update(schema_registry_url=settings.schema_registry_url, subject=subject)
+    return get_format("AVRO", schema, **options)
 
 
 def encode_source_rows(source: Source, rows: pa.Table, settings: Settings) -> EncodedBatch:
@@ -60,7 +75,7 @@ def encode_source_rows(source: Source, rows: pa.Table, settings: Settings) -> En
     )
     keys: list[bytes | None] = [None] * rows.num_rows
     if len(keys_schema):
-        fmt = key_format(source.key_format if len(keys_schema) == 1 else "JSON", keys_schema)
+        fmt = key_format(source, keys_schema, settings)
         keys = encode_keys(fmt, rows.select(keys_schema.names))
     now = int(time.time() * 1000)
     stamps = rows.column("ROWTIME").to_pylist() if "ROWTIME" in rows.column_names else [None] * rows.num_rows
@@ -115,7 +130,7 @@ class SourceCodec:
             key_schema = pa.schema([f for f in key_schema if f.name not in WINDOW_COLUMNS])
             session = str(source.properties.get("WINDOW_TYPE", "")).upper() == "SESSION"
             self.window_bytes = 16 if session else 8
-        self.key = key_format(source.key_format, key_schema) if len(key_schema) else None
+        self.key = key_format(source, key_schema, settings) if len(key_schema) else None
 
     def with_deletes(self) -> SourceCodec:
         """This codec, decoding a table's tombstones as rows flagged ``__delete``."""
@@ -231,7 +246,7 @@ class SinkCodec:
         self.timestamp_format = sink.timestamp_format
         if self.key_columns:
             key_schema = pa.schema([schema.field(c) for c in self.key_columns])
-            self.key = key_format(sink.key_format if len(self.key_columns) == 1 else "JSON", key_schema)
+            self.key = key_format(sink, key_schema, settings)
 
     def encode(self, result: BatchResult, input_keys: list[bytes | None], input_rows: np.ndarray) -> EncodedBatch:
         """Values from the value columns; keys from the key columns, else the input record's key."""

@@ -16,6 +16,7 @@ Refuse = Callable[[str, "str | None"], SqlError]
 KNOWN_PROPERTIES = (
     "KAFKA_TOPIC", "VALUE_FORMAT", "KEY_FORMAT", "FORMAT", "PARTITIONS", "REPLICAS", "TIMESTAMP",
     "TIMESTAMP_FORMAT", "KEY", "VALUE_DELIMITER", "WRAP_SINGLE_VALUE", "VALUE_AVRO_SCHEMA_FULL_NAME",
+    "KEY_AVRO_SCHEMA_FULL_NAME",
 )  # fmt: skip
 FORMATS = ("JSON", "JSON_SR", "AVRO", "DELIMITED", "KAFKA", "PROTOBUF", "PROTOBUF_NOSR", "NONE")
 #: ksqlDB formats without a codec here: refused at the statement, never failing later at run time
@@ -46,10 +47,11 @@ def check_source_properties(props: dict[str, Any], columns: tuple[Column, ...], 
     if str(props.get("KEY_FORMAT", "")).upper() == "NONE" and any(c.key for c in columns):
         raise refuse("KEY_FORMAT='NONE' means no key: it cannot hold key columns",
                      "set KEY_FORMAT to KAFKA or JSON, or make the key columns value columns")  # fmt: skip
-    full_name = props.get("VALUE_AVRO_SCHEMA_FULL_NAME")
-    if full_name is not None and not _AVRO_FULL_NAME.fullmatch(str(full_name)):
-        raise refuse(f"VALUE_AVRO_SCHEMA_FULL_NAME '{full_name}' is not an Avro full name",
-                     "dotted names of letters, digits and _, e.g. 'com.acme.Order'")  # fmt: skip
+    for key in ("VALUE_AVRO_SCHEMA_FULL_NAME", "KEY_AVRO_SCHEMA_FULL_NAME"):
+        full_name = props.get(key)
+        if full_name is not None and not _AVRO_FULL_NAME.fullmatch(str(full_name)):
+            raise refuse(f"{key} '{full_name}' is not an Avro full name",
+                         "dotted names of letters, digits and _, e.g. 'com.acme.Order'")  # fmt: skip
     if "WRAP_SINGLE_VALUE" not in props:
         return
     value = str(props["WRAP_SINGLE_VALUE"]).lower()
@@ -63,6 +65,3 @@ def check_source_properties(props: dict[str, Any], columns: tuple[Column, ...], 
     fmt = str(props.get("VALUE_FORMAT", props.get("FORMAT", "JSON"))).upper()
     if fmt in ("KAFKA", "DELIMITED") and value == "true":
         raise refuse(f"format {fmt} does not support wrapping a single value: it is always unwrapped", None)
-    if fmt == "AVRO" and value == "false":
-        raise refuse("an unwrapped AVRO value is not supported here",
-                     "leave WRAP_SINGLE_VALUE out (a record with one field), or use JSON")  # fmt: skip

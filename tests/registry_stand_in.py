@@ -1,7 +1,8 @@
-"""Fixtures for the formats tests: a tiny in-process stand-in for a Confluent schema registry.
+"""A tiny in-process stand-in for a Confluent schema registry (the `registry_server` fixture).
 
-It serves only the three calls the Avro format makes (register under a subject, fetch by id, fetch the
-latest version of a subject), with the registry's status codes and error bodies.
+It serves only the three calls the Avro format makes through confluent-kafka's client (register under a
+subject, fetch by id, fetch the latest version of a subject), with the registry's status codes and error
+bodies; query parameters are accepted and ignored.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 
@@ -53,17 +55,18 @@ def _handler(registry: _Registry) -> type[BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:
             registry.requests.append(("POST", self.path))
-            match = re.fullmatch(r"/subjects/([^/]+)/versions", self.path)
+            match = re.fullmatch(r"/subjects/([^/]+)/versions", _path(self.path))
             if not match:
                 self._send(404, {"error_code": 404, "message": "HTTP 404 Not Found"})
                 return
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            schema_id = registry.register(match.group(1), body["schema"])
+            schema_id = registry.register(unquote(match.group(1)), body["schema"])
             self._send(200, {"id": schema_id})
 
         def do_GET(self) -> None:
             registry.requests.append(("GET", self.path))
-            match = re.fullmatch(r"/schemas/ids/(\d+)", self.path)
+            path = _path(self.path)
+            match = re.fullmatch(r"/schemas/ids/(\d+)", path)
             if match:
                 text = registry.schemas.get(int(match.group(1)))
                 if text is None:
@@ -71,12 +74,12 @@ def _handler(registry: _Registry) -> type[BaseHTTPRequestHandler]:
                 else:
                     self._send(200, {"schema": text})
                 return
-            match = re.fullmatch(r"/subjects/([^/]+)/versions/latest", self.path)
-            if match and registry.subjects.get(match.group(1)):
-                versions = registry.subjects[match.group(1)]
+            match = re.fullmatch(r"/subjects/([^/]+)/versions/latest", path)
+            if match and registry.subjects.get(unquote(match.group(1))):
+                versions = registry.subjects[unquote(match.group(1))]
                 schema_id = versions[-1]
                 body = {
-                    "subject": match.group(1),
+                    "subject": unquote(match.group(1)),
                     "version": len(versions),
                     "id": schema_id,
                     "schema": registry.schemas[schema_id],
@@ -86,6 +89,10 @@ def _handler(registry: _Registry) -> type[BaseHTTPRequestHandler]:
             self._send(404, {"error_code": 40401, "message": "Subject not found"})
 
     return Handler
+
+
+def _path(target: str) -> str:
+    return target.split("?", 1)[0]
 
 
 @pytest.fixture
